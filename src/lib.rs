@@ -1,0 +1,139 @@
+//! Switchyard: an HTTP-first realtime service.
+//!
+//! Map of the crate (PROTOCOL.md section in brackets):
+//! - [`log`]: the one sequenced event log every event goes through: the
+//!   group-commit [`log::writer`], the fan-out [`log::hub`], cursor
+//!   [`log::Reader`]s and the retention [`log::pruner`] (§3);
+//! - [`storage`]: the durable log behind one trait, on SQLite or Postgres;
+//! - [`auth`] (§1) and [`channel`] (§2): who may read and write what;
+//! - [`event`]: the envelope and the rules for what may be published (§3, §6);
+//! - [`http`]: thin transports over the core: SSE (§4), long polling (§5),
+//!   publishing (§6) and operator endpoints (§13);
+//! - [`error`]: the one error body (§11); [`config`]: flags, env and TOML.
+//!
+//! [`serve`] runs exactly what `switchyard serve` runs, so tests start the
+//! same server users do.
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, claims_for};
+use crate::config::Config;
+use crate::http::AppState;
+use crate::log::EventLog;
+use crate::metrics::Metrics;
+
+/// How the server got its token key.
+enum KeySource {
+    Configured,
+    /// Generated for this process: dev tokens are printed.
+    Generated,
+}
+
+fn authenticator(config: &Config) -> anyhow::Result<(Authenticator, KeySource)> {
+    if let Some(key) = &config.jwt_public_key {
+        let pem = if key.trim_start().starts_with("-----BEGIN") {
+            key.clone().into_bytes()
+        } else {
+            std::fs::read(key).map_err(|e| {
+                anyhow::anyhow!("cannot read SWITCHYARD_JWT_PUBLIC_KEY file {key}: {e}")
+            })?
+        };
+        return Ok((Authenticator::from_public_pem(&pem)?, KeySource::Configured));
+    }
+    if let Some(secret) = &config.jwt_secret {
+        anyhow::ensure!(!secret.is_empty(), "SWITCHYARD_JWT_SECRET is empty");
+        return Ok((
+            Authenticator::hs256(secret.as_bytes()),
+            KeySource::Configured,
+        ));
+    }
+    anyhow::ensure!(
+        !config.is_postgres(),
+        "refusing to start: SWITCHYARD_JWT_SECRET (or SWITCHYARD_JWT_PUBLIC_KEY) must be set with Postgres, \
+         where a generated secret would differ between nodes and restarts"
+    );
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    Ok((Authenticator::hs256(&secret), KeySource::Generated))
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled, then ends
+/// streams, answers waiting polls, finishes queued appends and returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let namespaces = config.namespaces()?;
+    let (auth, key_source) = authenticator(&config)?;
+    let storage = storage::open(&config.database_url).await?;
+    storage.migrate().await?;
+    let metrics = Arc::new(Metrics::default());
+    let log = EventLog::start(storage.clone(), metrics.clone()).await?;
+    let pruner = tokio::spawn(log::pruner::run(
+        storage.clone(),
+        Duration::from_secs(config.prune_interval_secs.max(1)),
+        shutdown.clone(),
+    ));
+
+    let state = AppState {
+        log: log.clone(),
+        auth: Arc::new(auth),
+        namespaces: Arc::new(namespaces),
+        metrics,
+        keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
+        shutdown: shutdown.clone(),
+        started: Instant::now(),
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = storage.backend(), "serving");
+    println!("switchyard listening on http://{addr}");
+    if let KeySource::Generated = key_source {
+        print_dev_banner(&state.auth, &addr.to_string());
+    }
+
+    let app = http::router(state, config.cors_origins.as_deref());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    tracing::info!("connections closed; finishing queued appends");
+    log.close().await;
+    let _ = pruner.await;
+    storage.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_dev_banner(auth: &Authenticator, addr: &str) {
+    let day = 24 * 3600;
+    let user = auth.sign(&claims_for("alice", day)).unwrap_or_default();
+    let mut service_claims = claims_for("backend", day);
+    service_claims.role = Some("service".into());
+    let service = auth.sign(&service_claims).unwrap_or_default();
+    println!(
+        "\nNo SWITCHYARD_JWT_SECRET set: generated a secret for this process only \
+         (set one to keep tokens valid across restarts).\n\n\
+         Dev user token (sub alice, 24h):\n  {user}\n\
+         Service token (sub backend, role service, 24h):\n  {service}\n\n\
+         Try it: open a stream in one terminal\n  \
+         curl -N -H 'Authorization: Bearer {user}' 'http://{addr}/realtime/sse?channels=system'\n\
+         and broadcast to it from another\n  \
+         curl -X POST -H 'Authorization: Bearer {service}' -H 'Content-Type: application/json' \
+         -d '{{\"channel\":\"system\",\"event\":\"hello\",\"data\":{{\"message\":\"hi\"}}}}' http://{addr}/realtime/broadcast\n"
+    );
+}

@@ -1,0 +1,80 @@
+//! A reader: one cursor following a set of channels. Every transport (SSE,
+//! long polling, WebSocket) reads through this, so they share one delivery
+//! path.
+//!
+//! Invariants: `position` only moves forward, and only after events up to it
+//! were handed out (cancelling a fetch mid-way changes nothing); events come
+//! out in id order, each once; a reader that fell behind the hub's memory
+//! catches up from storage, so lagging never loses or buffers events.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::hub::Hub;
+use crate::event::Event;
+use crate::storage::{Storage, StorageError};
+
+pub struct Reader {
+    pub(super) hub: Arc<Hub>,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) stream_id: u64,
+    pub(super) tenant: String,
+    pub(super) channels: Vec<String>,
+    pub(super) keys: Vec<String>,
+    /// Woken by the hub when one of the channels gets an event.
+    pub(super) notify: Arc<Notify>,
+    /// Every event of the channels with `id <= position` has been handed out.
+    pub(super) position: u64,
+}
+
+impl Reader {
+    /// The cursor after everything handed out so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The channels followed.
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// Up to `max` events after the position, without waiting (may be empty).
+    pub async fn fetch(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        if let Some((events, position)) = self.hub.read(&self.keys, self.position, max) {
+            self.position = position;
+            return Ok(events);
+        }
+        // Behind the hub's memory: catch up from the log.
+        let head = self.hub.head();
+        let events = self
+            .storage
+            .read(&self.tenant, &self.channels, self.position, max)
+            .await?;
+        let last = events.last().map_or(self.position, |e| e.id);
+        self.position = if events.len() < max {
+            last.max(head)
+        } else {
+            last
+        };
+        Ok(events)
+    }
+
+    /// Up to `max` events after the position, waiting until there is one.
+    pub async fn next(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        loop {
+            let events = self.fetch(max).await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            // A wake-up sent since the fetch is kept as a permit: none is lost.
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.hub.unregister(self.stream_id, &self.keys);
+    }
+}

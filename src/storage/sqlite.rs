@@ -1,0 +1,293 @@
+//! The SQLite log: the embedded default (WAL, `synchronous=FULL`).
+//!
+//! Appends take `BEGIN IMMEDIATE`, the database's one write lock, so the
+//! pruner and the writer never trip over each other's snapshots. Channel
+//! lists are bound as one JSON array (`json_each`), so every query is a
+//! static, cached statement.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
+use super::{
+    AppendOutcome, AppendRequest, CursorExpired, IDEMPOTENCY_WINDOW_MS, Result, Storage,
+    event_from_row,
+};
+use crate::event::Event;
+
+pub struct SqliteStorage {
+    pool: SqlitePool,
+}
+
+impl SqliteStorage {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        // An in-memory database lives and dies with its one connection.
+        let pool = if memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        };
+        Ok(Self {
+            pool: pool.connect_with(options).await?,
+        })
+    }
+}
+
+fn channel_list(channels: &[String]) -> String {
+    serde_json::to_string(channels).expect("strings serialize")
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        Ok(())
+    }
+
+    async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn read(
+        &self,
+        tenant: &str,
+        channels: &[String],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>> {
+        let rows = sqlx::query_as(
+            "SELECT id, tenant, channel, event, data, user_id, created_at FROM events \
+             WHERE tenant = ?1 AND channel IN (SELECT value FROM json_each(?2)) AND id > ?3 \
+             ORDER BY id LIMIT ?4",
+        )
+        .bind(tenant)
+        .bind(channel_list(channels))
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(event_from_row).collect())
+    }
+
+    async fn read_range(&self, after: u64, through: u64) -> Result<Vec<Arc<Event>>> {
+        let rows = sqlx::query_as(
+            "SELECT id, tenant, channel, event, data, user_id, created_at FROM events \
+             WHERE id > ?1 AND id <= ?2 ORDER BY id",
+        )
+        .bind(after as i64)
+        .bind(through as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(event_from_row).collect())
+    }
+
+    async fn read_since(
+        &self,
+        tenant: &str,
+        channels: &[String],
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>> {
+        let rows = sqlx::query_as(
+            "SELECT id, tenant, channel, event, data, user_id, created_at FROM events \
+             WHERE tenant = ?1 AND channel IN (SELECT value FROM json_each(?2)) AND created_at >= ?3 \
+             ORDER BY id LIMIT ?4",
+        )
+        .bind(tenant)
+        .bind(channel_list(channels))
+        .bind(since_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(event_from_row).collect())
+    }
+
+    async fn head(&self) -> Result<u64> {
+        let (id,): (i64,) = sqlx::query_as("SELECT last_id FROM log_head WHERE singleton = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id as u64)
+    }
+
+    async fn expired_cursor(
+        &self,
+        tenant: &str,
+        channels: &[String],
+        cursor: u64,
+    ) -> Result<Option<CursorExpired>> {
+        let (pruned,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MAX(through_id) FROM pruned_channels \
+             WHERE tenant = ?1 AND channel IN (SELECT value FROM json_each(?2)) AND through_id > ?3",
+        )
+        .bind(tenant)
+        .bind(channel_list(channels))
+        .bind(cursor as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(pruned) = pruned else {
+            return Ok(None);
+        };
+        let (oldest,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(id) FROM events \
+             WHERE tenant = ?1 AND channel IN (SELECT value FROM json_each(?2)) AND id > ?3",
+        )
+        .bind(tenant)
+        .bind(channel_list(channels))
+        .bind(cursor as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(CursorExpired {
+            oldest_id: oldest.unwrap_or(pruned + 1) as u64,
+        }))
+    }
+
+    async fn prune(&self, now_ms: i64) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO pruned_channels (tenant, channel, through_id) \
+             SELECT tenant, channel, MAX(id) FROM events WHERE expires_at <= ?1 GROUP BY tenant, channel \
+             ON CONFLICT (tenant, channel) DO UPDATE SET through_id = MAX(through_id, excluded.through_id)",
+        )
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM events WHERE expires_at <= ?1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?1")
+            .bind(now_ms - IDEMPOTENCY_WINDOW_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+struct SqliteTx<'a, 'c>(&'a mut Transaction<'c, Sqlite>);
+
+#[async_trait]
+impl AppendTx for SqliteTx<'_, '_> {
+    async fn lock_head(&mut self) -> Result<u64> {
+        // BEGIN IMMEDIATE already holds the write lock.
+        let (id,): (i64,) = sqlx::query_as("SELECT last_id FROM log_head WHERE singleton = 1")
+            .fetch_one(&mut **self.0)
+            .await?;
+        Ok(id as u64)
+    }
+
+    async fn find_receipt(
+        &mut self,
+        tenant: &str,
+        user_id: &str,
+        key: &str,
+        newer_than_ms: i64,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT receipt FROM idempotency_keys WHERE tenant = ?1 AND user_id = ?2 AND key = ?3 AND created_at > ?4",
+        )
+        .bind(tenant)
+        .bind(user_id)
+        .bind(key)
+        .bind(newer_than_ms)
+        .fetch_optional(&mut **self.0)
+        .await?;
+        Ok(row.map(|(r,)| r))
+    }
+
+    async fn channel_last_id(&mut self, tenant: &str, channel: &str) -> Result<u64> {
+        let (id,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(id) FROM events WHERE tenant = ?1 AND channel = ?2")
+                .bind(tenant)
+                .bind(channel)
+                .fetch_one(&mut **self.0)
+                .await?;
+        Ok(id.unwrap_or(0) as u64)
+    }
+
+    async fn insert_events(&mut self, rows: &[EventRow]) -> Result<()> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (id, tenant, channel, event, data, user_id, created_at, expires_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind(r.tenant.clone())
+                    .push_bind(r.channel.clone())
+                    .push_bind(r.event.clone())
+                    .push_bind(r.data.clone())
+                    .push_bind(r.user_id.clone())
+                    .push_bind(r.created_at)
+                    .push_bind(r.expires_at);
+            });
+            q.build().execute(&mut **self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_receipts(&mut self, rows: &[ReceiptRow]) -> Result<()> {
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (tenant, user_id, key, receipt, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (tenant, user_id, key) DO UPDATE SET receipt = excluded.receipt, created_at = excluded.created_at",
+            )
+            .bind(&r.tenant)
+            .bind(&r.user_id)
+            .bind(&r.key)
+            .bind(&r.receipt)
+            .bind(r.created_at)
+            .execute(&mut **self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_head(&mut self, head: u64) -> Result<()> {
+        sqlx::query("UPDATE log_head SET last_id = ?1 WHERE singleton = 1")
+            .bind(head as i64)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+}
