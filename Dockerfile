@@ -1,0 +1,27 @@
+# Builds the release binary and runs it.
+#   docker build -t switchyard .
+#   docker run -p 8080:8080 -e SWITCHYARD_JWT_SECRET=change-me -v switchyard-data:/data switchyard
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+COPY openapi.yaml ./openapi.yaml
+RUN cargo build --release --locked --bin switchyard
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data switchyard \
+ && mkdir -p /data && chown switchyard /data
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+USER switchyard
+WORKDIR /data
+ENV SWITCHYARD_LISTEN=0.0.0.0:8080 \
+    SWITCHYARD_DATABASE_URL=sqlite:///data/switchyard.db
+VOLUME /data
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["switchyard"]
+CMD ["serve"]
