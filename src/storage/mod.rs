@@ -39,11 +39,13 @@ impl StorageError {
             | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                // Postgres: connection exceptions (08), operator intervention (57),
-                // insufficient resources (53); SQLite: BUSY (5) and LOCKED (6).
-                code.starts_with("08")
-                    || code.starts_with("57")
-                    || code.starts_with("53")
+                // Postgres: connection exceptions (08), invalid authorization (28),
+                // a database that is gone (3D000), insufficient resources (53),
+                // operator intervention (57), system errors (58);
+                // SQLite: BUSY (5) and LOCKED (6).
+                ["08", "28", "3D", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
                     || code == "5"
                     || code == "6"
             }
