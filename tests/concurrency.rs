@@ -18,7 +18,9 @@ async fn concurrent_publishers_each_reader_sees_every_id_once_in_order(backend: 
     let reader_token = token("reader");
 
     // Both readers start before the first publish, from cursor 0.
-    let mut stream = server.sse("channels=feed:load&last_event_id=0", &reader_token).await;
+    let mut stream = server
+        .sse("channels=feed:load&last_event_id=0", &reader_token)
+        .await;
     stream.subscription().await;
     let sse = tokio::spawn(async move {
         let mut ids = Vec::with_capacity(TOTAL);
@@ -44,9 +46,18 @@ async fn concurrent_publishers_each_reader_sees_every_id_once_in_order(backend: 
                 .await
                 .unwrap();
             let next = body["last_poll_id"].as_u64().unwrap();
-            assert!(next >= cursor, "last_poll_id went backwards: {cursor} -> {next}");
+            assert!(
+                next >= cursor,
+                "last_poll_id went backwards: {cursor} -> {next}"
+            );
             cursor = next;
-            ids.extend(body["events"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()));
+            ids.extend(
+                body["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_u64().unwrap()),
+            );
         }
         ids
     });
@@ -82,7 +93,10 @@ async fn concurrent_publishers_each_reader_sees_every_id_once_in_order(backend: 
 
     for (reader, ids) in [("sse", sse.await.unwrap()), ("poll", poller.await.unwrap())] {
         assert_eq!(ids.len(), TOTAL, "{reader} got every event");
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{reader}: ids strictly increase (no duplicate, no reordering)");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{reader}: ids strictly increase (no duplicate, no reordering)"
+        );
         let seen: BTreeSet<u64> = ids.into_iter().collect();
         assert_eq!(seen, published, "{reader} saw exactly the published ids");
     }

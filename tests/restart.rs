@@ -10,7 +10,15 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn metric(server: &Server, name: &str) -> i64 {
-    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("metric {name} in {text}"))
@@ -19,14 +27,18 @@ async fn metric(server: &Server, name: &str) -> i64 {
 async fn sigterm_answers_polls_ends_streams_and_events_survive_restart(backend: Backend) {
     let mut server = Server::start(&backend).await;
     let alice = token("alice");
-    let before = server.broadcast("system", "before.restart", json!({"n": 1})).await;
+    let before = server
+        .broadcast("system", "before.restart", json!({"n": 1}))
+        .await;
 
     let mut stream = server.sse("channels=system", &alice).await;
     stream.subscription().await;
     let poll = {
         let request = server
             .client
-            .get(server.url(&format!("/realtime/poll?channels=system&last_poll_id={before}&timeout=30")))
+            .get(server.url(&format!(
+                "/realtime/poll?channels=system&last_poll_id={before}&timeout=30"
+            )))
             .bearer_auth(&alice);
         tokio::spawn(async move { request.send().await.unwrap() })
     };
@@ -40,15 +52,38 @@ async fn sigterm_answers_polls_ends_streams_and_events_survive_restart(backend: 
     assert_eq!(metric(&server, "switchyard_polls_waiting").await, 1);
 
     server.sigterm();
-    let answered = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("poll answered").unwrap();
-    assert_eq!(answered.status(), 200, "a client that did nothing wrong gets 200 at shutdown");
+    let answered = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("poll answered")
+        .unwrap();
+    assert_eq!(
+        answered.status(),
+        200,
+        "a client that did nothing wrong gets 200 at shutdown"
+    );
     let body: Value = answered.json().await.unwrap();
     assert_eq!(body["events"], json!([]));
-    assert_eq!(body["last_poll_id"].as_u64(), Some(before), "the cursor neither moves back nor skips");
+    assert_eq!(
+        body["last_poll_id"].as_u64(),
+        Some(before),
+        "the cursor neither moves back nor skips"
+    );
 
-    let goodbye = stream.next_frame_within(Duration::from_secs(10)).await.expect("a last frame");
-    assert_eq!(goodbye.json(), json!({"type": "system", "event": "server.shutdown"}));
-    assert!(stream.next_frame_within(Duration::from_secs(10)).await.is_none(), "the stream ends cleanly");
+    let goodbye = stream
+        .next_frame_within(Duration::from_secs(10))
+        .await
+        .expect("a last frame");
+    assert_eq!(
+        goodbye.json(),
+        json!({"type": "system", "event": "server.shutdown"})
+    );
+    assert!(
+        stream
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .is_none(),
+        "the stream ends cleanly"
+    );
 
     let (took, status) = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "clean exit, got {status}");
@@ -57,13 +92,24 @@ async fn sigterm_answers_polls_ends_streams_and_events_survive_restart(backend: 
     let db = server.db.clone();
     drop(server);
     let server = Server::start_on(db, &[]);
-    let body: Value = server.get("/realtime/poll?channels=system&last_poll_id=0&timeout=0", &alice).await.json().await.unwrap();
+    let body: Value = server
+        .get(
+            "/realtime/poll?channels=system&last_poll_id=0&timeout=0",
+            &alice,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let events = body["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{body}");
     assert_eq!(events[0]["id"].as_u64(), Some(before));
     assert_eq!(events[0]["event"], "before.restart");
     let after = server.broadcast("system", "after.restart", json!({})).await;
-    assert!(after > before, "ids keep increasing across restarts: {before} then {after}");
+    assert!(
+        after > before,
+        "ids keep increasing across restarts: {before} then {after}"
+    );
 }
 
 async fn a_stream_resumes_after_restart_with_its_cursor(backend: Backend) {
@@ -92,7 +138,10 @@ async fn a_stream_resumes_after_restart_with_its_cursor(backend: Backend) {
         .unwrap();
     let mut stream = SseStream::new(res);
     stream.subscription().await;
-    assert_eq!(stream.next_event(Duration::from_secs(5)).await["id"].as_u64(), Some(second));
+    assert_eq!(
+        stream.next_event(Duration::from_secs(5)).await["id"].as_u64(),
+        Some(second)
+    );
 }
 
 on_both_backends!(

@@ -31,7 +31,13 @@ fn new_event(channel: &str, retention_ms: i64) -> NewEvent {
 }
 
 fn request(tenant: &str, user: &str, events: Vec<NewEvent>) -> AppendRequest {
-    AppendRequest { tenant: tenant.into(), user_id: Some(user.into()), events, idempotency_key: None, recipients: 0 }
+    AppendRequest {
+        tenant: tenant.into(),
+        user_id: Some(user.into()),
+        events,
+        idempotency_key: None,
+        recipients: 0,
+    }
 }
 
 fn appended_ids(outcome: &AppendOutcome) -> Vec<u64> {
@@ -49,21 +55,33 @@ async fn ids_are_dense_and_in_request_order(backend: Backend) {
     assert_eq!(s.head().await.unwrap(), 0);
     let out = s
         .append(
-            &[request("t", "u", vec![new_event("feed:a", DAY), new_event("feed:b", DAY)]), request("t", "u", vec![new_event("feed:a", DAY)])],
+            &[
+                request(
+                    "t",
+                    "u",
+                    vec![new_event("feed:a", DAY), new_event("feed:b", DAY)],
+                ),
+                request("t", "u", vec![new_event("feed:a", DAY)]),
+            ],
             NOW,
         )
         .await
         .unwrap();
     assert_eq!(appended_ids(&out[0]), vec![1, 2]);
     assert_eq!(appended_ids(&out[1]), vec![3]);
-    let out = s.append(&[request("t", "u", vec![new_event("feed:a", DAY)])], NOW).await.unwrap();
+    let out = s
+        .append(&[request("t", "u", vec![new_event("feed:a", DAY)])], NOW)
+        .await
+        .unwrap();
     assert_eq!(appended_ids(&out[0]), vec![4]);
     assert_eq!(s.head().await.unwrap(), 4);
 }
 
 async fn a_conflict_appends_nothing_and_uses_no_ids(backend: Backend) {
     let (_db, s) = open(&backend).await;
-    s.append(&[request("t", "u", vec![new_event("task:1", DAY)])], NOW).await.unwrap();
+    s.append(&[request("t", "u", vec![new_event("task:1", DAY)])], NOW)
+        .await
+        .unwrap();
     let mut stale = new_event("task:1", DAY);
     stale.expected_last_id = Some(0);
     let mut fresh = new_event("task:1", DAY);
@@ -83,24 +101,45 @@ async fn a_conflict_appends_nothing_and_uses_no_ids(backend: Backend) {
         .await
         .unwrap();
     match &out[0] {
-        AppendOutcome::Conflict { channel, last_id } => assert_eq!((channel.as_str(), *last_id), ("task:1", 1)),
+        AppendOutcome::Conflict { channel, last_id } => {
+            assert_eq!((channel.as_str(), *last_id), ("task:1", 1))
+        }
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert_eq!(appended_ids(&out[1]), vec![2]);
     assert_eq!(appended_ids(&out[2]), vec![3]);
-    let all = s.read("t", &["task:1".into(), "task:2".into()], 0, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3], "the conflicting request's task:2 event is absent");
+    let all = s
+        .read("t", &["task:1".into(), "task:2".into()], 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "the conflicting request's task:2 event is absent"
+    );
 }
 
 async fn idempotency_keys_replay_the_first_receipt(backend: Backend) {
     let (_db, s) = open(&backend).await;
-    let keyed = |user: &str| AppendRequest { idempotency_key: Some("k-1".into()), ..request("t", user, vec![new_event("feed:a", DAY)]) };
+    let keyed = |user: &str| AppendRequest {
+        idempotency_key: Some("k-1".into()),
+        ..request("t", user, vec![new_event("feed:a", DAY)])
+    };
     let out = s.append(&[keyed("u"), keyed("u")], NOW).await.unwrap();
-    let AppendOutcome::Appended { receipt, .. } = &out[0] else { panic!("first appends") };
-    let AppendOutcome::Replayed { receipt: again } = &out[1] else { panic!("same batch replays") };
+    let AppendOutcome::Appended { receipt, .. } = &out[0] else {
+        panic!("first appends")
+    };
+    let AppendOutcome::Replayed { receipt: again } = &out[1] else {
+        panic!("same batch replays")
+    };
     assert_eq!(receipt, again);
-    let out = s.append(&[keyed("u"), keyed("other")], NOW + 1000).await.unwrap();
-    let AppendOutcome::Replayed { receipt: later } = &out[0] else { panic!("later batch replays") };
+    let out = s
+        .append(&[keyed("u"), keyed("other")], NOW + 1000)
+        .await
+        .unwrap();
+    let AppendOutcome::Replayed { receipt: later } = &out[0] else {
+        panic!("later batch replays")
+    };
     assert_eq!(later, receipt);
     assert_eq!(appended_ids(&out[1]), vec![2], "keys are per user");
     // Past the 24 h window the key is forgotten.
@@ -110,37 +149,97 @@ async fn idempotency_keys_replay_the_first_receipt(backend: Backend) {
 
 async fn reads_filter_by_tenant_and_channel_in_id_order(backend: Backend) {
     let (_db, s) = open(&backend).await;
-    for (tenant, channel) in [("t", "feed:a"), ("other", "feed:a"), ("t", "feed:b"), ("t", "feed:c"), ("t", "feed:a")] {
-        s.append(&[request(tenant, "u", vec![new_event(channel, DAY)])], NOW).await.unwrap();
+    for (tenant, channel) in [
+        ("t", "feed:a"),
+        ("other", "feed:a"),
+        ("t", "feed:b"),
+        ("t", "feed:c"),
+        ("t", "feed:a"),
+    ] {
+        s.append(&[request(tenant, "u", vec![new_event(channel, DAY)])], NOW)
+            .await
+            .unwrap();
     }
     let ids = |v: Vec<Arc<switchyard::event::Event>>| v.iter().map(|e| e.id).collect::<Vec<_>>();
     let chans = vec!["feed:a".to_string(), "feed:b".to_string()];
-    assert_eq!(ids(s.read("t", &chans, 0, 100).await.unwrap()), vec![1, 3, 5]);
+    assert_eq!(
+        ids(s.read("t", &chans, 0, 100).await.unwrap()),
+        vec![1, 3, 5]
+    );
     assert_eq!(ids(s.read("t", &chans, 1, 100).await.unwrap()), vec![3, 5]);
     assert_eq!(ids(s.read("t", &chans, 0, 2).await.unwrap()), vec![1, 3]);
     assert_eq!(ids(s.read("other", &chans, 0, 100).await.unwrap()), vec![2]);
     assert_eq!(ids(s.read_range(1, 4).await.unwrap()), vec![2, 3, 4]);
-    assert_eq!(ids(s.read_since("t", &chans, NOW, 100).await.unwrap()), vec![1, 3, 5]);
-    assert!(s.read_since("t", &chans, NOW + 1, 100).await.unwrap().is_empty());
+    assert_eq!(
+        ids(s.read_since("t", &chans, NOW, 100).await.unwrap()),
+        vec![1, 3, 5]
+    );
+    assert!(
+        s.read_since("t", &chans, NOW + 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let e = &s.read("t", &["feed:c".to_string()], 0, 1).await.unwrap()[0];
-    assert_eq!((e.tenant.as_str(), e.channel.as_str(), e.event.as_str(), e.data.as_str()), ("t", "feed:c", "test.event", r#"{"k":"v"}"#));
+    assert_eq!(
+        (
+            e.tenant.as_str(),
+            e.channel.as_str(),
+            e.event.as_str(),
+            e.data.as_str()
+        ),
+        ("t", "feed:c", "test.event", r#"{"k":"v"}"#)
+    );
     assert_eq!((e.user_id.as_deref(), e.timestamp_ms), (Some("u"), NOW));
 }
 
 async fn pruning_removes_expired_events_and_reports_expired_cursors(backend: Backend) {
     let (_db, s) = open(&backend).await;
-    s.append(&[request("t", "u", vec![new_event("presence", 60_000), new_event("feed:a", DAY)])], NOW).await.unwrap();
-    s.append(&[request("t", "u", vec![new_event("presence", 60_000)])], NOW + 120_000).await.unwrap();
+    s.append(
+        &[request(
+            "t",
+            "u",
+            vec![new_event("presence", 60_000), new_event("feed:a", DAY)],
+        )],
+        NOW,
+    )
+    .await
+    .unwrap();
+    s.append(
+        &[request("t", "u", vec![new_event("presence", 60_000)])],
+        NOW + 120_000,
+    )
+    .await
+    .unwrap();
     assert_eq!(s.prune(NOW + 61_000).await.unwrap(), 1);
     let presence = vec!["presence".to_string()];
-    assert_eq!(s.expired_cursor("t", &presence, 0).await.unwrap(), Some(CursorExpired { oldest_id: 3 }));
-    assert_eq!(s.expired_cursor("t", &presence, 1).await.unwrap(), None, "nothing after id 1 was pruned");
-    assert_eq!(s.expired_cursor("t", &["feed:a".to_string()], 0).await.unwrap(), None);
-    assert_eq!(s.expired_cursor("other", &presence, 0).await.unwrap(), None, "pruning is per tenant");
+    assert_eq!(
+        s.expired_cursor("t", &presence, 0).await.unwrap(),
+        Some(CursorExpired { oldest_id: 3 })
+    );
+    assert_eq!(
+        s.expired_cursor("t", &presence, 1).await.unwrap(),
+        None,
+        "nothing after id 1 was pruned"
+    );
+    assert_eq!(
+        s.expired_cursor("t", &["feed:a".to_string()], 0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.expired_cursor("other", &presence, 0).await.unwrap(),
+        None,
+        "pruning is per tenant"
+    );
     assert_eq!(s.read("t", &presence, 0, 10).await.unwrap().len(), 1);
     // Ids are never reused after pruning the newest events.
     s.prune(NOW + 1000 * DAY).await.unwrap();
-    let out = s.append(&[request("t", "u", vec![new_event("feed:a", DAY)])], NOW).await.unwrap();
+    let out = s
+        .append(&[request("t", "u", vec![new_event("feed:a", DAY)])], NOW)
+        .await
+        .unwrap();
     assert_eq!(appended_ids(&out[0]), vec![4]);
     s.ping().await.unwrap();
 }
@@ -157,7 +256,9 @@ async fn parallel_appenders_never_show_an_id_below_one_already_read(backend: Bac
         let s = storage::open(&db.url).await.unwrap();
         tasks.push(tokio::spawn(async move {
             for _ in 0..EACH {
-                s.append(&[request("t", "u", vec![new_event("feed:x", DAY)])], NOW).await.unwrap();
+                s.append(&[request("t", "u", vec![new_event("feed:x", DAY)])], NOW)
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -165,7 +266,10 @@ async fn parallel_appenders_never_show_an_id_below_one_already_read(backend: Bac
     let (mut seen, mut cursor) = (Vec::new(), 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while seen.len() < APPENDERS * EACH {
-        assert!(tokio::time::Instant::now() < deadline, "reader caught up in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader caught up in time"
+        );
         for e in s.read("t", &chans, cursor, 1000).await.unwrap() {
             assert_eq!(e.id, cursor + 1, "ids appear densely and in order");
             cursor = e.id;

@@ -56,7 +56,9 @@ impl Backend {
         match std::env::var("SWITCHYARD_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but SWITCHYARD_TEST_POSTGRES_URL is not set: the Postgres suite must run in CI")
+                panic!(
+                    "CI=true but SWITCHYARD_TEST_POSTGRES_URL is not set: the Postgres suite must run in CI"
+                )
             }
             _ => {
                 eprintln!("skipping Postgres test: SWITCHYARD_TEST_POSTGRES_URL is not set");
@@ -80,7 +82,11 @@ impl Database {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
-                Database { url, _dir: Some(dir), pg_drop: None }
+                Database {
+                    url,
+                    _dir: Some(dir),
+                    pg_drop: None,
+                }
             }
             Backend::Postgres(admin_url) => {
                 let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
@@ -92,7 +98,11 @@ impl Database {
                     .await
                     .expect("create test database");
                 let url = replace_database(admin_url, &name);
-                Database { url, _dir: None, pg_drop: Some((admin_url.clone(), name)) }
+                Database {
+                    url,
+                    _dir: None,
+                    pg_drop: Some((admin_url.clone(), name)),
+                }
             }
         }
     }
@@ -103,12 +113,19 @@ impl Drop for Database {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Drop runs outside async context: a short-lived runtime on a plain thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
-                    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(&mut conn)
-                            .await;
+                    if let Ok(mut conn) =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
+                    {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
                     }
                 });
             })
@@ -118,7 +135,9 @@ impl Drop for Database {
 }
 
 fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = match base.rfind('/') {
         Some(i) if i > "postgres://".len() => &base[..i],
         _ => base,
@@ -158,7 +177,10 @@ impl Server {
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATABASE_URL", &db.url)
             .env("SWITCHYARD_JWT_SECRET", SECRET)
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -178,7 +200,12 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server printed its address within 30 s");
-        Server { base, child, db, client: reqwest::Client::new() }
+        Server {
+            base,
+            child,
+            db,
+            client: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -186,17 +213,32 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("GET")
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST")
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
     }
 
     /// Broadcasts one event with a service token; panics unless 202. Returns the id.
     pub async fn broadcast(&self, channel: &str, event: &str, data: Value) -> u64 {
         let res = self
-            .post("/realtime/broadcast", &service_token(), &json!({"channel": channel, "event": event, "data": data}))
+            .post(
+                "/realtime/broadcast",
+                &service_token(),
+                &json!({"channel": channel, "event": event, "data": data}),
+            )
             .await;
         let status = res.status();
         let body: Value = res.json().await.expect("receipt JSON");
@@ -206,7 +248,13 @@ impl Server {
 
     /// Opens an SSE stream; panics unless 200.
     pub async fn sse(&self, query: &str, token: &str) -> SseStream {
-        let res = self.client.get(self.url(&format!("/realtime/sse?{query}"))).bearer_auth(token).send().await.expect("SSE");
+        let res = self
+            .client
+            .get(self.url(&format!("/realtime/sse?{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("SSE");
         assert_eq!(res.status(), 200, "SSE answered {}", res.status());
         SseStream::new(res)
     }
@@ -225,7 +273,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (start.elapsed(), status);
             }
-            assert!(start.elapsed() < limit, "server did not exit within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "server did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -281,7 +332,8 @@ pub struct Frame {
 
 impl Frame {
     pub fn json(&self) -> Value {
-        serde_json::from_str(self.data.as_deref().expect("frame has data")).expect("frame data is JSON")
+        serde_json::from_str(self.data.as_deref().expect("frame has data"))
+            .expect("frame data is JSON")
     }
 }
 
@@ -294,12 +346,18 @@ pub struct SseStream {
 
 impl SseStream {
     pub fn new(res: reqwest::Response) -> Self {
-        SseStream { headers: res.headers().clone(), body: Box::pin(res.bytes_stream()), buf: String::new() }
+        SseStream {
+            headers: res.headers().clone(),
+            body: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+        }
     }
 
     /// The next frame, or `None` when the stream ended; panics after `limit`.
     pub async fn next_frame_within(&mut self, limit: Duration) -> Option<Frame> {
-        tokio::time::timeout(limit, self.next_frame()).await.expect("SSE frame within the time limit")
+        tokio::time::timeout(limit, self.next_frame())
+            .await
+            .expect("SSE frame within the time limit")
     }
 
     pub async fn next_frame(&mut self) -> Option<Frame> {
@@ -324,7 +382,9 @@ impl SseStream {
                 return Some(frame);
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
+                Some(Ok(chunk)) => self
+                    .buf
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
                 Some(Err(e)) => panic!("SSE body error: {e}"),
                 None => return None,
             }
@@ -333,9 +393,15 @@ impl SseStream {
 
     /// Skips `retry` and the `subscription` message; returns the subscription JSON.
     pub async fn subscription(&mut self) -> Value {
-        let first = self.next_frame_within(Duration::from_secs(10)).await.expect("retry frame");
+        let first = self
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .expect("retry frame");
         assert_eq!(first.retry, Some(2000));
-        let sub = self.next_frame_within(Duration::from_secs(10)).await.expect("subscription frame");
+        let sub = self
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .expect("subscription frame");
         let json = sub.json();
         assert_eq!(json["type"], "subscription");
         json
@@ -344,13 +410,20 @@ impl SseStream {
     /// The next event envelope (skipping `: ping` comments); panics on a control message.
     pub async fn next_event(&mut self, limit: Duration) -> Value {
         loop {
-            let frame = self.next_frame_within(limit).await.expect("stream still open");
+            let frame = self
+                .next_frame_within(limit)
+                .await
+                .expect("stream still open");
             if frame.comment.is_some() {
                 continue;
             }
             let json = frame.json();
             assert_eq!(json["type"], "event", "expected an event, got {json}");
-            assert_eq!(frame.id, json["id"].as_u64(), "id: line matches the envelope id");
+            assert_eq!(
+                frame.id,
+                json["id"].as_u64(),
+                "id: line matches the envelope id"
+            );
             assert!(frame.event.is_none(), "events carry no event: line");
             return json;
         }
@@ -363,8 +436,14 @@ pub async fn expect_error(res: reqwest::Response, status: u16, code: &str) -> Va
     let body: Value = res.json().await.expect("error body is JSON");
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(body["details"].is_object(), "{body}");
-    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
     body
 }
