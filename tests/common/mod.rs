@@ -177,6 +177,9 @@ impl Server {
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATABASE_URL", &db.url)
             .env("SWITCHYARD_JWT_SECRET", SECRET)
+            // Most suites publish and poll far faster than a person would;
+            // tests of PROTOCOL §12 turn the limits back on.
+            .env("SWITCHYARD_RATE_LIMITS", "off")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
