@@ -160,7 +160,9 @@ async fn poll(
     events.truncate(limit);
     let cursor = match events.last() {
         Some(last) => last.id,
-        None => reader.position().max(last_poll_id),
+        // Never below the request's cursor, except after a reset for a cursor
+        // beyond the end of the log, where following it would skip ids to come.
+        None => reader.position(),
     };
     app.metrics.events_delivered(events.len() as u64);
 
