@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::channel::{Namespace, Namespaces};
+use crate::channel::Namespace;
+use crate::limits::LimitsConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,7 +90,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_CORS_ORIGINS", global = true)]
     pub cors_origins: Option<String>,
 
-    /// TOML file with namespace settings.
+    /// `off` disables the rate and connection limits of PROTOCOL §12 (load tests).
+    #[arg(long, env = "SWITCHYARD_RATE_LIMITS", default_value = "on", value_parser = ["on", "off"], global = true)]
+    pub rate_limits: String,
+
+    /// TOML file with namespace and limit settings.
     #[arg(long = "config", env = "SWITCHYARD_CONFIG", global = true)]
     pub config_file: Option<PathBuf>,
 
@@ -152,19 +157,20 @@ pub struct FileConfig {
     /// Namespaces to add or override, by name.
     #[serde(default)]
     pub namespaces: BTreeMap<String, Namespace>,
+    /// The limits of PROTOCOL §12; unset rows keep their defaults.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 impl Config {
-    /// The namespaces: built-in defaults, changed by the TOML file if any.
-    pub fn namespaces(&self) -> anyhow::Result<Namespaces> {
+    /// The TOML file's settings, or the defaults without one.
+    pub fn file(&self) -> anyhow::Result<FileConfig> {
         let Some(path) = &self.config_file else {
-            return Ok(Namespaces::default());
+            return Ok(FileConfig::default());
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        let file: FileConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-        Namespaces::with_overrides(file.namespaces)
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 
     pub fn is_postgres(&self) -> bool {

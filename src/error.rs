@@ -94,6 +94,13 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
+    /// A rate or connection limit refused the request (429, with headers).
+    #[error("{}: {message}", code.as_str())]
+    Limited {
+        code: ErrorCode,
+        message: String,
+        info: crate::limits::RateInfo,
+    },
     /// Storage failed; rendered as 503 `unavailable` or 500, never with the cause.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -122,6 +129,18 @@ impl ApiError {
         }
     }
 
+    pub fn limited(
+        code: ErrorCode,
+        message: impl Into<String>,
+        info: crate::limits::RateInfo,
+    ) -> Self {
+        Self::Limited {
+            code,
+            message: message.into(),
+            info,
+        }
+    }
+
     pub fn invalid_message(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidMessage, message)
     }
@@ -133,7 +152,7 @@ impl ApiError {
     /// The code this error renders with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Client { code, .. } => *code,
+            Self::Client { code, .. } | Self::Limited { code, .. } => *code,
             Self::Storage(e) if e.is_unavailable() => ErrorCode::Unavailable,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::ServerError,
         }
@@ -145,6 +164,10 @@ impl ApiError {
             Self::Client {
                 message, details, ..
             } => (message.as_str(), details.clone()),
+            Self::Limited { message, info, .. } => (
+                message.as_str(),
+                json!({ "limit": info.limit, "reset_at": info.reset_at() }),
+            ),
             Self::Storage(_) if self.code() == ErrorCode::Unavailable => {
                 ("Storage is unavailable, retry shortly", json!({}))
             }
@@ -177,11 +200,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
         match &self {
-            Self::Client { .. } => tracing::debug!(error = %self, "request refused"),
+            Self::Client { .. } | Self::Limited { .. } => {
+                tracing::debug!(error = %self, "request refused")
+            }
             _ => tracing::error!(error = %self, "request failed"),
         }
         let body = self.body(&current_request_id());
         let mut response = (code.status(), axum::Json(body)).into_response();
+        if let Self::Limited { info, .. } = &self {
+            for (name, value) in info.headers(true) {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+        }
         if code == ErrorCode::Unavailable {
             response
                 .headers_mut()

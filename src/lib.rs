@@ -17,9 +17,12 @@
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod edit;
 pub mod error;
 pub mod event;
+pub mod expiry;
 pub mod http;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod storage;
@@ -79,7 +82,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let namespaces = config.namespaces()?;
+    let file = config.file()?;
+    let namespaces = channel::Namespaces::with_overrides(file.namespaces)?;
+    let limits = Arc::new(limits::Limits::new(file.limits, config.rate_limits == "on"));
     let (auth, key_source) = authenticator(&config)?;
     let storage = storage::open(&config.database_url).await?;
     storage.migrate().await?;
@@ -91,11 +96,13 @@ pub async fn serve(
         shutdown.clone(),
     ));
 
+    let evictor = tokio::spawn(evict_idle_limits(limits.clone(), shutdown.clone()));
     let state = AppState {
         log: log.clone(),
         auth: Arc::new(auth),
         namespaces: Arc::new(namespaces),
         metrics,
+        limits,
         keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
         shutdown: shutdown.clone(),
         started: Instant::now(),
@@ -114,9 +121,21 @@ pub async fn serve(
     tracing::info!("connections closed; finishing queued appends");
     log.close().await;
     let _ = pruner.await;
+    let _ = evictor.await;
     storage.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps rate-limiter state proportional to active users, not to all users ever seen.
+async fn evict_idle_limits(limits: Arc<limits::Limits>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => limits.evict_idle(),
+        }
+    }
 }
 
 fn print_dev_banner(auth: &Authenticator, addr: &str) {

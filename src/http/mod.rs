@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::auth::Authenticator;
 use crate::channel::Namespaces;
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
+use crate::limits::{Limits, RateInfo};
 use crate::log::EventLog;
 use crate::metrics::Metrics;
 
@@ -56,6 +57,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub namespaces: Arc<Namespaces>,
     pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
     /// Idle time before an SSE `: ping`.
     pub keepalive: Duration,
     /// Cancelled when the server begins to shut down.
@@ -177,4 +179,14 @@ pub fn events_array(events: &[Arc<crate::event::Event>]) -> String {
     }
     body.push(']');
     body
+}
+
+/// Adds the `X-RateLimit-*` headers of a limited request that passed.
+pub fn with_rate_headers(mut response: Response, info: Option<RateInfo>) -> Response {
+    for (name, value) in info.iter().flat_map(|i| i.headers(false)) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }

@@ -17,11 +17,12 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::extract::{Auth, Json, Query, check_user_id};
+use super::{AppState, with_rate_headers};
 use crate::auth::Identity;
 use crate::channel::{plan_subscription, split_list};
 use crate::error::ApiError;
+use crate::limits::Rate;
 use crate::log::Opened;
 
 const MAX_TIMEOUT_SECS: u64 = 30;
@@ -138,6 +139,7 @@ async fn poll(
     };
     let timeout = Duration::from_secs(timeout.unwrap_or(MAX_TIMEOUT_SECS).min(MAX_TIMEOUT_SECS));
     let (granted, errors) = plan_subscription(&app.namespaces, &who, &channels)?;
+    let rate = app.limits.check(&who, Rate::Poll)?;
     let Opened { mut reader, reset } = app
         .log
         .reader(&who.tenant, &granted, Some(last_poll_id))
@@ -175,5 +177,8 @@ async fn poll(
         let _ = write!(body, ",\"reset\":{}", reset.to_json());
     }
     body.push('}');
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(with_rate_headers(
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        rate,
+    ))
 }

@@ -13,12 +13,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::extract::{Auth, Json, Query, check_user_id};
+use super::{AppState, with_rate_headers};
 use crate::auth::Identity;
 use crate::channel::{Channel, plan_subscription, split_list};
 use crate::error::{ApiError, ErrorCode};
 use crate::event::{NewEvent, encode_data, validate_event_name};
+use crate::limits::Rate;
 use crate::storage::{AppendOutcome, AppendRequest};
 
 /// Most events one publish may append.
@@ -171,6 +172,7 @@ async fn append(
         )));
     }
 
+    let rate = app.limits.check(&who, Rate::Action)?;
     let outcome = app
         .log
         .append(AppendRequest {
@@ -182,12 +184,17 @@ async fn append(
         })
         .await?;
     match outcome {
-        AppendOutcome::Appended { receipt, .. } | AppendOutcome::Replayed { receipt } => Ok((
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "application/json")],
-            receipt,
-        )
-            .into_response()),
+        AppendOutcome::Appended { receipt, .. } | AppendOutcome::Replayed { receipt } => {
+            Ok(with_rate_headers(
+                (
+                    StatusCode::ACCEPTED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    receipt,
+                )
+                    .into_response(),
+                rate,
+            ))
+        }
         AppendOutcome::Conflict { channel, last_id } => Err(ApiError::new(
             ErrorCode::Conflict,
             format!("Channel '{channel}' has moved on: its last event id is {last_id}"),

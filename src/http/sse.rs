@@ -18,10 +18,12 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::extract::{Auth, Query, check_user_id};
+use super::{AppState, with_rate_headers};
 use crate::channel::{plan_subscription, split_list};
 use crate::error::{ApiError, current_request_id};
+use crate::expiry::{Notice, TokenExpiry};
+use crate::limits::Rate;
 use crate::log::Opened;
 
 /// Most events written per frame batch.
@@ -61,6 +63,8 @@ async fn sse(
         ),
         None => query.last_event_id,
     };
+    let rate = app.limits.check(&who, Rate::NewConnection)?;
+    let slot = app.limits.open_stream(&who)?;
     let Opened { mut reader, reset } = app.log.reader(&who.tenant, &granted, cursor).await?;
     tracing::debug!(user = %who.user_id, channels = ?reader.channels(), position = reader.position(), "sse stream opened");
 
@@ -81,6 +85,8 @@ async fn sse(
     let request_id = current_request_id();
     let body = async_stream::stream! {
         let _open = app.metrics.stream_opened();
+        let _slot = slot;
+        let mut expiry = TokenExpiry::new(who.expires_at);
         yield Ok::<Bytes, Infallible>(Bytes::from(head));
         loop {
             let next = tokio::select! {
@@ -89,6 +95,16 @@ async fn sse(
                     yield Ok(Bytes::from_static(b"data: {\"type\":\"system\",\"event\":\"server.shutdown\"}\n\n"));
                     break;
                 }
+                notice = expiry.next() => match notice {
+                    Notice::Expiring(message) => {
+                        yield Ok(Bytes::from(format!("data: {message}\n\n")));
+                        continue;
+                    }
+                    Notice::Expired(message) => {
+                        yield Ok(Bytes::from(format!("data: {message}\n\n")));
+                        break;
+                    }
+                },
                 next = tokio::time::timeout(app.keepalive, reader.next(BATCH)) => next,
             };
             match next {
@@ -110,10 +126,11 @@ async fn sse(
             }
         }
     };
-    Ok(Response::builder()
+    let response = Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(body))
-        .expect("static headers are valid"))
+        .expect("static headers are valid");
+    Ok(with_rate_headers(response, rate))
 }

@@ -1,0 +1,4 @@
+//! Collaborative editing (PROTOCOL §8): operational transformation on the
+//! server. [`ot`] is the pure core: operations, apply, transform, compose.
+
+pub mod ot;

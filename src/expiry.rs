@@ -1,0 +1,61 @@
+//! Token expiry on open streams (PROTOCOL §1): `token.expiring` 300 s
+//! before `exp` (at once when less remains), then `token.expired` at `exp`,
+//! after which the transport closes the stream. Shared by SSE and WebSocket.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+/// How long before `exp` the warning goes out.
+pub const WARNING: Duration = Duration::from_secs(300);
+
+/// The system messages one stream still owes its client.
+pub struct TokenExpiry {
+    expires_at: Instant,
+    warned: bool,
+}
+
+/// What [`TokenExpiry::next`] announces.
+pub enum Notice {
+    /// Send this `token.expiring` message and go on.
+    Expiring(Value),
+    /// Send this `token.expired` message and close.
+    Expired(Value),
+}
+
+impl TokenExpiry {
+    /// For a token whose `exp` is `exp_secs` (seconds since the epoch).
+    pub fn new(exp_secs: i64) -> Self {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let left = Duration::from_millis(
+            exp_secs.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64,
+        );
+        Self {
+            expires_at: Instant::now() + left,
+            warned: false,
+        }
+    }
+
+    /// Waits for the next notice. Cancel-safe: state changes only on return.
+    pub async fn next(&mut self) -> Notice {
+        if !self.warned {
+            tokio::time::sleep_until(
+                self.expires_at
+                    .checked_sub(WARNING)
+                    .unwrap_or(self.expires_at),
+            )
+            .await;
+            self.warned = true;
+            let left = self.expires_at.saturating_duration_since(Instant::now());
+            let expires_in = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            return Notice::Expiring(json!({
+                "type": "system",
+                "event": "token.expiring",
+                "data": { "expires_in": expires_in },
+            }));
+        }
+        tokio::time::sleep_until(self.expires_at).await;
+        Notice::Expired(json!({ "type": "system", "event": "token.expired" }))
+    }
+}
