@@ -4,6 +4,7 @@
 //! [`sse`] and [`poll`] (reading), [`publish`] (writing). Every response
 //! carries `X-Request-Id`; every failure is an [`ApiError`].
 
+pub mod edit;
 pub mod extract;
 pub mod ops;
 pub mod poll;
@@ -72,6 +73,7 @@ pub fn router(state: AppState, cors_origins: Option<&str>) -> Router {
         .merge(sse::router())
         .merge(poll::router())
         .merge(publish::router())
+        .merge(edit::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

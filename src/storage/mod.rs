@@ -12,7 +12,9 @@
 //!   commit together or not at all.
 
 pub mod append;
+pub mod edit;
 pub mod postgres;
+pub mod presence;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -95,7 +97,7 @@ pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// The durable log.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: edit::EditStore + presence::PresenceStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -5,6 +5,9 @@
 //! before another can take N+1: readers never see an id appear below one
 //! they were already given (a bare sequence would break this).
 
+mod edit;
+mod presence;
+
 use std::sync::Arc;
 use std::time::Duration;
 

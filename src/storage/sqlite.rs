@@ -5,6 +5,9 @@
 //! lists are bound as one JSON array (`json_each`), so every query is a
 //! static, cached statement.
 
+mod edit;
+mod presence;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
