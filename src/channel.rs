@@ -106,6 +106,10 @@ pub struct Namespace {
     /// Whether clients that may read a channel may also publish to it.
     #[serde(default)]
     pub client_publish: bool,
+    /// Whether `user.connected` / `user.disconnected` are announced on its
+    /// channels to their readers.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 fn default_retention() -> u64 {
@@ -141,6 +145,8 @@ impl Default for Namespaces {
             subscribe,
             retention_secs,
             client_publish,
+            // Collaboration spaces announce who joins; broadcast channels do not.
+            presence: subscribe == Access::Claim,
         };
         let day = 24 * 3600;
         let mut by_name = BTreeMap::new();

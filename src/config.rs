@@ -77,6 +77,15 @@ pub struct Config {
     )]
     pub keepalive_secs: u64,
 
+    /// Seconds a user stays online after their last poll or closed stream
+    /// (and after their node stops renewing its heartbeat).
+    #[arg(long, env = "SWITCHYARD_PRESENCE_TTL_SECS", default_value_t = 60, global = true)]
+    pub presence_ttl_secs: u64,
+
+    /// Seconds without a client action before an online user shows as `away`.
+    #[arg(long, env = "SWITCHYARD_PRESENCE_AWAY_SECS", default_value_t = 300, global = true)]
+    pub presence_away_secs: u64,
+
     /// Seconds between retention passes of the pruner.
     #[arg(
         long,

@@ -25,6 +25,7 @@ pub mod http;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod presence;
 pub mod storage;
 
 use std::sync::Arc;
@@ -97,10 +98,20 @@ pub async fn serve(
     ));
 
     let evictor = tokio::spawn(evict_idle_limits(limits.clone(), shutdown.clone()));
+    let namespaces = Arc::new(namespaces);
+    let presence = Arc::new(presence::Presence::new(
+        storage.clone(),
+        log.clone(),
+        namespaces.clone(),
+        Duration::from_secs(config.presence_ttl_secs.max(1)),
+        Duration::from_secs(config.presence_away_secs.max(1)),
+    ));
+    let sweeper = tokio::spawn(presence.clone().run(shutdown.clone()));
     let state = AppState {
         log: log.clone(),
         auth: Arc::new(auth),
-        namespaces: Arc::new(namespaces),
+        namespaces,
+        presence,
         metrics,
         limits,
         keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
@@ -122,6 +133,7 @@ pub async fn serve(
     log.close().await;
     let _ = pruner.await;
     let _ = evictor.await;
+    let _ = sweeper.await;
     storage.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@ pub mod edit;
 pub mod extract;
 pub mod ops;
 pub mod poll;
+pub mod presence;
 pub mod publish;
 pub mod sse;
 
@@ -29,6 +30,7 @@ use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::limits::{Limits, RateInfo};
 use crate::log::EventLog;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 /// Largest request body (a publish batch).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -49,6 +51,11 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/realtime/broadcast"),
     ("POST", "/realtime/publish"),
     ("GET", "/realtime/activity"),
+    ("POST", "/realtime/presence"),
+    ("GET", "/realtime/presence"),
+    ("POST", "/realtime/presence/viewing"),
+    ("GET", "/realtime/presence/users/{user_id}"),
+    ("POST", "/realtime/typing"),
 ];
 
 /// What every handler can reach.
@@ -59,6 +66,7 @@ pub struct AppState {
     pub namespaces: Arc<Namespaces>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    pub presence: Arc<Presence>,
     /// Idle time before an SSE `: ping`.
     pub keepalive: Duration,
     /// Cancelled when the server begins to shut down.
@@ -73,6 +81,7 @@ pub fn router(state: AppState, cors_origins: Option<&str>) -> Router {
         .merge(sse::router())
         .merge(poll::router())
         .merge(publish::router())
+        .merge(presence::router())
         .merge(edit::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -71,6 +71,7 @@ async fn channels(State(app): State<AppState>) -> axum::Json<Value> {
                 "subscribe": ns.subscribe,
                 "retention_seconds": ns.retention_secs,
                 "client_publish": ns.client_publish,
+                "presence": ns.presence,
             })
         })
         .collect();

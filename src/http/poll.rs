@@ -144,6 +144,7 @@ async fn poll(
         .log
         .reader(&who.tenant, &granted, Some(last_poll_id))
         .await?;
+    app.presence.polled(&who, &granted).await?;
 
     // One more than the limit tells whether the limit cut the answer.
     let mut events = reader.fetch(limit + 1).await?;

@@ -173,6 +173,7 @@ async fn append(
     }
 
     let rate = app.limits.check(&who, Rate::Action)?;
+    app.presence.acted(&who).await?;
     let outcome = app
         .log
         .append(AppendRequest {

@@ -66,6 +66,7 @@ async fn sse(
     let rate = app.limits.check(&who, Rate::NewConnection)?;
     let slot = app.limits.open_stream(&who)?;
     let Opened { mut reader, reset } = app.log.reader(&who.tenant, &granted, cursor).await?;
+    let online = app.presence.stream_opened(&who, &granted).await?;
     tracing::debug!(user = %who.user_id, channels = ?reader.channels(), position = reader.position(), "sse stream opened");
 
     let mut head = String::from("retry: 2000\n\n");
@@ -86,6 +87,7 @@ async fn sse(
     let body = async_stream::stream! {
         let _open = app.metrics.stream_opened();
         let _slot = slot;
+        let _online = online;
         let mut expiry = TokenExpiry::new(who.expires_at);
         yield Ok::<Bytes, Infallible>(Bytes::from(head));
         loop {

@@ -1,9 +1,6 @@
-//! The postgres implementation of [`PresenceStore`].
-
-use async_trait::async_trait;
+//! The postgres implementation of [`PresenceStore`](crate::storage::presence::PresenceStore):
+//! the shared SQL in `storage/presence.rs` runs unchanged here.
 
 use super::PostgresStorage;
-use crate::storage::presence::PresenceStore;
 
-#[async_trait]
-impl PresenceStore for PostgresStorage {}
+crate::storage::presence::impl_presence_store!(PostgresStorage);

@@ -1,9 +1,6 @@
-//! The sqlite implementation of [`PresenceStore`].
-
-use async_trait::async_trait;
+//! The sqlite implementation of [`PresenceStore`](crate::storage::presence::PresenceStore):
+//! the shared SQL in `storage/presence.rs` runs unchanged here.
 
 use super::SqliteStorage;
-use crate::storage::presence::PresenceStore;
 
-#[async_trait]
-impl PresenceStore for SqliteStorage {}
+crate::storage::presence::impl_presence_store!(SqliteStorage);
