@@ -90,7 +90,7 @@ pub async fn serve(
     let storage = storage::open(&config.database_url).await?;
     storage.migrate().await?;
     let metrics = Arc::new(Metrics::default());
-    let log = EventLog::start(storage.clone(), metrics.clone()).await?;
+    let log = EventLog::start(storage.clone(), metrics.clone(), shutdown.clone()).await?;
     let pruner = tokio::spawn(log::pruner::run(
         storage.clone(),
         Duration::from_secs(config.prune_interval_secs.max(1)),

@@ -135,6 +135,25 @@ impl Hub {
         Ok(())
     }
 
+    /// Moves the head to `head` without the events in between (too many to
+    /// hold): every feed is emptied and its floor raised, so its readers
+    /// catch up from storage. Nothing is skipped, only not cached.
+    pub fn skip_to(&self, head: u64) {
+        let mut inner = self.inner.lock().expect("hub lock");
+        if head <= inner.head {
+            return;
+        }
+        inner.head = head;
+        for feed in inner.feeds.values_mut() {
+            feed.recent.clear();
+            feed.floor = head;
+            for notify in feed.readers.values() {
+                notify.notify_one();
+            }
+        }
+        self.head.store(head, Ordering::Release);
+    }
+
     /// Events of `keys` with `id > after`, at most `max`, from memory, and the
     /// position they bring the reader to. `None` when memory no longer holds
     /// everything after `after` for one of the channels.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use reader::Reader;
 
@@ -26,6 +27,9 @@ use crate::metrics::Metrics;
 use crate::storage::{AppendOutcome, AppendRequest, CursorExpired, Storage};
 use hub::{Hub, feed_key};
 use writer::{AppendFailed, AppendJob};
+
+/// How often a node checks the log head for appends it was not told about.
+const FOLLOW_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Publishes waiting for the writer; past this, publishers wait their turn.
 const QUEUE_DEPTH: usize = 8192;
@@ -48,20 +52,14 @@ pub struct Opened {
 }
 
 impl EventLog {
-    /// Starts the writer over `storage`, whose migrations must have run.
-    pub async fn start(
-        storage: Arc<dyn Storage>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Arc<Self>> {
+    /// Starts the writer over `storage`, whose migrations must have run, and
+    /// a follower of other nodes' appends that stops at `shutdown`.
+    pub async fn start(storage: Arc<dyn Storage>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
         let head = storage.head().await?;
         let hub = Arc::new(Hub::new(head));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(writer::run(
-            rx,
-            storage.clone(),
-            hub.clone(),
-            metrics.clone(),
-        ));
+        let writer = tokio::spawn(writer::run(rx, storage.clone(), hub.clone(), metrics.clone()));
+        tokio::spawn(writer::follow(storage.clone(), hub.clone(), FOLLOW_SAFETY_NET, shutdown));
         Ok(Arc::new(Self {
             storage,
             hub,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::hub::{Hub, feed_key};
 use crate::event::{Event, now_ms};
 use crate::metrics::Metrics;
-use crate::storage::{AppendOutcome, AppendRequest, Storage, StorageError};
+use crate::storage::{AppendOutcome, AppendRequest, Storage};
 
 /// Most publish requests in one transaction.
 const MAX_BATCH_REQUESTS: usize = 512;
@@ -100,21 +100,62 @@ pub async fn run(
 /// Hands `events` to the hub, filling any gap before them from storage.
 pub async fn ingest(hub: &Hub, storage: &dyn Storage, events: &[Arc<Event>]) {
     let Some(last) = events.last() else { return };
-    if let Err(gap) = hub.ingest(events) {
-        match storage.read_range(gap.after, last.id).await {
-            Ok(missing) => {
-                if let Err(gap) = hub.ingest(&missing) {
-                    tracing::warn!(
-                        after = gap.after,
-                        "log gap persists after refill; readers will catch up from storage"
-                    );
-                }
-            }
-            Err(e) => report_refill_error(e),
-        }
+    if hub.ingest(events).is_err() {
+        catch_up(hub, storage, last.id).await;
     }
 }
 
-fn report_refill_error(e: StorageError) {
-    tracing::warn!(error = %e, "could not refill the hub from storage; readers will catch up from storage");
+/// A gap wider than this is skipped in memory (readers catch up from storage).
+const MAX_REFILL: u64 = 4096;
+
+/// Brings the hub to `head`: reads what it is missing from storage, or,
+/// when that is too much to hold, moves it on and lets readers catch up.
+pub async fn catch_up(hub: &Hub, storage: &dyn Storage, head: u64) {
+    let from = hub.head();
+    if head <= from {
+        return;
+    }
+    if head - from > MAX_REFILL {
+        hub.skip_to(head);
+        return;
+    }
+    match storage.read_range(from, head).await {
+        Ok(missing) => {
+            if hub.ingest(&missing).is_err() {
+                // Ids below the head that are gone (pruned) leave a hole: jump it.
+                hub.skip_to(head);
+            } else if hub.head() < head {
+                hub.skip_to(head);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not refill the hub from storage; will retry"),
+    }
+}
+
+/// Follows appends made by other processes (other nodes): on each
+/// notification, and every `every` as a safety net for lost ones.
+pub async fn follow(storage: Arc<dyn Storage>, hub: Arc<Hub>, every: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+    let (tx, mut heads) = mpsc::channel(64);
+    let listener = tokio::spawn({
+        let storage = storage.clone();
+        let shutdown = shutdown.clone();
+        async move { storage.listen(tx, shutdown).await }
+    });
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hinted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => 0,
+            head = heads.recv() => head.unwrap_or(0),
+        };
+        if hinted != 0 && hinted <= hub.head() {
+            continue; // our own append, or one already seen
+        }
+        match storage.head().await {
+            Ok(head) => catch_up(&hub, storage.as_ref(), head).await,
+            Err(e) => tracing::debug!(error = %e, "log head unavailable; will retry"),
+        }
+    }
+    listener.abort();
 }

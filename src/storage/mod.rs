@@ -144,6 +144,14 @@ pub trait Storage: edit::EditStore + presence::PresenceStore + Send + Sync + 'st
     /// how many events went.
     async fn prune(&self, now_ms: i64) -> Result<u64>;
 
+    /// Reports the log head appended by any process (other nodes included)
+    /// on `heads` until `shutdown`; reconnects by itself and reports a 0
+    /// after a reconnect so the caller re-checks. Backends without
+    /// cross-process notifications return at once.
+    async fn listen(&self, heads: tokio::sync::mpsc::Sender<u64>, shutdown: tokio_util::sync::CancellationToken) {
+        let _ = (heads, shutdown);
+    }
+
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<()>;
 

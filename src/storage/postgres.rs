@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
@@ -21,6 +21,9 @@ use super::{
     event_from_row,
 };
 use crate::event::Event;
+
+/// Carries the new log head after each appending transaction.
+const NOTIFY_CHANNEL: &str = "switchyard_log";
 
 pub struct PostgresStorage {
     pool: PgPool,
@@ -54,6 +57,22 @@ impl Storage for PostgresStorage {
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
         let mut tx = self.pool.begin().await?;
         let outcomes = append_batch(&mut PgTx(&mut tx), batch, now_ms).await?;
+        let head = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                AppendOutcome::Appended { events, .. } => events.last().map(|e| e.id),
+                _ => None,
+            })
+            .max();
+        if let Some(head) = head {
+            // Once per batch, delivered at commit: NOTIFY per event would
+            // serialize every append on Postgres's notification lock.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(head.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -168,6 +187,45 @@ impl Storage for PostgresStorage {
             .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn listen(&self, heads: tokio::sync::mpsc::Sender<u64>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for appends from other nodes; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                continue;
+            }
+            // Whatever was appended while not listening is caught up from the head.
+            let _ = heads.send(0).await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = listener.recv() => match received {
+                        Ok(n) => {
+                            let _ = heads.send(n.payload().parse().unwrap_or(0)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the notification connection; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
     }
 
     async fn ping(&self) -> Result<()> {

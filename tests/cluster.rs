@@ -1,0 +1,120 @@
+//! Several nodes on one Postgres behave as one service (PROTOCOL §13):
+//! cross-node delivery, one sequence for every reader, shared presence, and
+//! a killed node's clients resuming elsewhere with nothing lost.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn two_nodes(env: Env<'_>) -> Option<(Server, Server)> {
+    let backend = Backend::postgres()?;
+    let a = Server::start_with(&backend, env).await;
+    let b = Server::start_on(a.db.clone(), env);
+    Some((a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_and_poll_on_one_node_receive_what_another_publishes() {
+    let Some((a, b)) = two_nodes(&[]).await else { return };
+    let alice = token("alice");
+    let mut stream = b.sse("channels=system", &alice).await;
+    stream.subscription().await;
+    let poll = {
+        let request = b.client.get(b.url("/realtime/poll?channels=system&last_poll_id=0&timeout=20")).bearer_auth(&alice);
+        tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = a.broadcast("system", "cross.node", json!({"from": "a"})).await;
+    let event = stream.next_event(Duration::from_secs(5)).await;
+    assert_eq!(event["id"].as_u64(), Some(id));
+    assert_eq!(event["data"], json!({"from": "a"}));
+    let polled = tokio::time::timeout(Duration::from_secs(5), poll).await.expect("the poll on B woke").unwrap();
+    assert_eq!(polled["events"][0]["id"].as_u64(), Some(id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_on_two_nodes_give_every_reader_the_same_sequence() {
+    let Some((a, b)) = two_nodes(&[]).await else { return };
+    const PER_PUBLISHER: usize = 250;
+    const TOTAL: usize = 2 * 4 * PER_PUBLISHER;
+    let mut readers = Vec::new();
+    for node in [&a, &b] {
+        let mut stream = node.sse("channels=feed:shared&last_event_id=0", &token("reader")).await;
+        stream.subscription().await;
+        readers.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(TOTAL);
+            while ids.len() < TOTAL {
+                ids.push(stream.next_event(Duration::from_secs(60)).await["id"].as_u64().unwrap());
+            }
+            ids
+        }));
+    }
+    let mut publishers = Vec::new();
+    for node in [&a, &b] {
+        for p in 0..4 {
+            let client = node.client.clone();
+            let url = node.url("/realtime/broadcast");
+            publishers.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..PER_PUBLISHER {
+                    let res = client
+                        .post(&url)
+                        .bearer_auth(service_token())
+                        .json(&json!({"channel": "feed:shared", "event": "tick", "data": {"p": p, "n": n}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 202);
+                    ids.push(res.json::<Value>().await.unwrap()["id"].as_u64().unwrap());
+                }
+                ids
+            }));
+        }
+    }
+    let mut published = BTreeSet::new();
+    for p in publishers {
+        published.extend(p.await.unwrap());
+    }
+    assert_eq!(published.len(), TOTAL, "every publish got its own id");
+    let on_a = readers.remove(0).await.unwrap();
+    let on_b = readers.remove(0).await.unwrap();
+    assert!(on_a.windows(2).all(|w| w[0] < w[1]), "node A's reader: increasing, no duplicates");
+    assert_eq!(on_a, on_b, "both nodes' readers saw the same sequence");
+    assert_eq!(on_a.into_iter().collect::<BTreeSet<_>>(), published);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_set_through_one_node_is_visible_on_another() {
+    let Some((a, b)) = two_nodes(&[("SWITCHYARD_PRESENCE_TTL_SECS", "2")]).await else { return };
+    let mut stream = a.sse("channels=system", &token("alice")).await;
+    stream.subscription().await;
+    let res = a.post("/realtime/presence", &token("alice"), &json!({"status": "busy", "status_message": "Deep work"})).await;
+    assert_eq!(res.status(), 200);
+    let seen: Value = b.get("/realtime/presence/users/alice", &token("bob")).await.json().await.unwrap();
+    assert_eq!(seen["status"], "busy");
+    assert_eq!(seen["status_message"], "Deep work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_client_resumes_on_another_node_with_nothing_lost() {
+    let Some((mut a, b)) = two_nodes(&[]).await else { return };
+    let alice = token("alice");
+    let mut stream = a.sse("channels=feed:k", &alice).await;
+    stream.subscription().await;
+    let first = b.broadcast("feed:k", "one", json!({})).await;
+    assert_eq!(stream.next_event(Duration::from_secs(5)).await["id"].as_u64(), Some(first));
+
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let missed = vec![b.broadcast("feed:k", "two", json!({})).await, b.broadcast("feed:k", "three", json!({})).await];
+    let res = b.client.get(b.url("/realtime/sse?channels=feed:k")).bearer_auth(&alice).header("Last-Event-ID", first.to_string()).send().await.unwrap();
+    let mut resumed = SseStream::new(res);
+    resumed.subscription().await;
+    for id in missed {
+        assert_eq!(resumed.next_event(Duration::from_secs(5)).await["id"].as_u64(), Some(id));
+    }
+}
