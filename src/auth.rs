@@ -77,6 +77,18 @@ impl Identity {
                 "Token tenant_id must be 1-128 characters of [A-Za-z0-9_.@-]",
             ));
         }
+        // Shown to other users and stored: no control characters (Postgres
+        // text cannot even hold NUL).
+        for (claim, value) in [("name", &claims.name), ("avatar", &claims.avatar)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control) || v.chars().count() > 512)
+            {
+                return Err(invalid(&format!(
+                    "Token {claim} must be at most 512 characters, none of them control characters"
+                )));
+            }
+        }
         Ok(Self {
             user_id,
             tenant,

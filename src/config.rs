@@ -79,12 +79,41 @@ pub struct Config {
 
     /// Seconds a user stays online after their last poll or closed stream
     /// (and after their node stops renewing its heartbeat).
-    #[arg(long, env = "SWITCHYARD_PRESENCE_TTL_SECS", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_PRESENCE_TTL_SECS",
+        default_value_t = 60,
+        global = true
+    )]
     pub presence_ttl_secs: u64,
 
     /// Seconds without a client action before an online user shows as `away`.
-    #[arg(long, env = "SWITCHYARD_PRESENCE_AWAY_SECS", default_value_t = 300, global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_PRESENCE_AWAY_SECS",
+        default_value_t = 300,
+        global = true
+    )]
     pub presence_away_secs: u64,
+
+    /// Seconds an edit session may go without an operation or save before
+    /// it expires (410 `session_expired`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_EDIT_SESSION_IDLE_SECS",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub edit_session_idle_secs: u64,
+
+    /// Seconds between the server's WebSocket pings; two unanswered close the socket.
+    #[arg(
+        long,
+        env = "SWITCHYARD_WS_PING_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub ws_ping_secs: u64,
 
     /// Seconds between retention passes of the pruner.
     #[arg(

@@ -107,7 +107,14 @@ pub async fn serve(
         Duration::from_secs(config.presence_away_secs.max(1)),
     ));
     let sweeper = tokio::spawn(presence.clone().run(shutdown.clone()));
+    let editing = edit::Editing::new(
+        log.clone(),
+        namespaces.clone(),
+        Duration::from_secs(config.edit_session_idle_secs.max(1)),
+    );
+    let lock_expiry = tokio::spawn(edit::run_lock_expiry(editing.clone(), shutdown.clone()));
     let state = AppState {
+        editing,
         log: log.clone(),
         auth: Arc::new(auth),
         namespaces,
@@ -115,6 +122,7 @@ pub async fn serve(
         metrics,
         limits,
         keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
+        ws_ping: Duration::from_secs(config.ws_ping_secs.max(1)),
         shutdown: shutdown.clone(),
         started: Instant::now(),
     };
@@ -130,6 +138,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     tracing::info!("connections closed; finishing queued appends");
+    let _ = lock_expiry.await;
     log.close().await;
     let _ = pruner.await;
     let _ = evictor.await;

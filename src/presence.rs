@@ -22,9 +22,9 @@ use crate::channel::{Channel, Namespaces};
 use crate::error::ApiError;
 use crate::event::{NewEvent, encode_data, format_timestamp, now_ms};
 use crate::log::EventLog;
+use crate::storage::AppendRequest;
 use crate::storage::Storage;
 use crate::storage::presence::{Session, TypingKey, UserKey, UserPresence};
-use crate::storage::AppendRequest;
 
 /// A typing state not refreshed within this ends by itself.
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
@@ -58,7 +58,13 @@ impl Drop for PresenceGuard {
         // Drop cannot wait; a failure here only delays "offline" until the node's heartbeat lapses.
         tokio::spawn(async move {
             let expires_at = now_ms() + presence.ttl.as_millis() as i64;
-            let session = Session { user: &user, session_id: &session_id, node_id: &presence.node_id, open: false, expires_at };
+            let session = Session {
+                user: &user,
+                session_id: &session_id,
+                node_id: &presence.node_id,
+                open: false,
+                expires_at,
+            };
             if let Err(e) = presence.storage.put_session(session).await {
                 tracing::warn!(error = %e, "could not record a closed stream for presence");
             }
@@ -122,7 +128,13 @@ fn check_user(who: &Identity, named: Option<&str>) -> Result<(), ApiError> {
 }
 
 impl Presence {
-    pub fn new(storage: Arc<dyn Storage>, log: Arc<EventLog>, namespaces: Arc<Namespaces>, ttl: Duration, away_after: Duration) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        log: Arc<EventLog>,
+        namespaces: Arc<Namespaces>,
+        ttl: Duration,
+        away_after: Duration,
+    ) -> Self {
         Self {
             storage,
             log,
@@ -138,19 +150,35 @@ impl Presence {
     }
 
     /// A stream opened: the user is online until the guard drops and a TTL passes.
-    pub async fn stream_opened(self: &Arc<Self>, who: &Identity, channels: &[Channel]) -> Result<Option<PresenceGuard>, ApiError> {
+    pub async fn stream_opened(
+        self: &Arc<Self>,
+        who: &Identity,
+        channels: &[Channel],
+    ) -> Result<Option<PresenceGuard>, ApiError> {
         if who.is_service {
             return Ok(None);
         }
         let user = key(who);
         let now = now_ms();
         let session_id = uuid::Uuid::new_v4().to_string();
-        self.storage.heartbeat_node(&self.node_id, self.expiry(now)).await?;
-        let session = Session { user: &user, session_id: &session_id, node_id: &self.node_id, open: true, expires_at: self.expiry(now) };
+        self.storage
+            .heartbeat_node(&self.node_id, self.expiry(now))
+            .await?;
+        let session = Session {
+            user: &user,
+            session_id: &session_id,
+            node_id: &self.node_id,
+            open: true,
+            expires_at: self.expiry(now),
+        };
         self.storage.put_session(session).await?;
         self.touch(who, Some(channels), Some(now), now).await?;
         self.refresh(&user, false).await?;
-        Ok(Some(PresenceGuard { presence: self.clone(), user, session_id }))
+        Ok(Some(PresenceGuard {
+            presence: self.clone(),
+            user,
+            session_id,
+        }))
     }
 
     /// A poll keeps the user online for a TTL.
@@ -160,7 +188,13 @@ impl Presence {
         }
         let user = key(who);
         let now = now_ms();
-        let session = Session { user: &user, session_id: "poll", node_id: &self.node_id, open: false, expires_at: self.expiry(now) };
+        let session = Session {
+            user: &user,
+            session_id: "poll",
+            node_id: &self.node_id,
+            open: false,
+            expires_at: self.expiry(now),
+        };
         self.storage.put_session(session).await?;
         self.touch(who, Some(channels), None, now).await?;
         self.refresh(&user, false).await
@@ -176,10 +210,26 @@ impl Presence {
         self.refresh(&key(who), false).await
     }
 
-    async fn touch(&self, who: &Identity, channels: Option<&[Channel]>, activity: Option<i64>, now: i64) -> Result<(), ApiError> {
-        let channels = channels.map(|c| serde_json::to_string(&c.iter().map(Channel::as_str).collect::<Vec<_>>()).expect("strings"));
+    async fn touch(
+        &self,
+        who: &Identity,
+        channels: Option<&[Channel]>,
+        activity: Option<i64>,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let channels = channels.map(|c| {
+            serde_json::to_string(&c.iter().map(Channel::as_str).collect::<Vec<_>>())
+                .expect("strings")
+        });
         self.storage
-            .touch_user(&key(who), who.name.as_deref(), who.avatar.as_deref(), channels.as_deref(), activity, now)
+            .touch_user(
+                &key(who),
+                who.name.as_deref(),
+                who.avatar.as_deref(),
+                channels.as_deref(),
+                activity,
+                now,
+            )
             .await?;
         Ok(())
     }
@@ -198,32 +248,56 @@ impl Presence {
             }
         };
         let message = req.status_message.filter(|m| !m.is_empty());
-        if message.as_ref().is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE) {
-            return Err(ApiError::invalid_message(format!("status_message is longer than {MAX_STATUS_MESSAGE} characters")));
+        if message.as_ref().is_some_and(|m| {
+            m.chars().count() > MAX_STATUS_MESSAGE || m.chars().any(char::is_control)
+        }) {
+            return Err(ApiError::invalid_message(format!(
+                "status_message must be at most {MAX_STATUS_MESSAGE} characters, none of them control characters"
+            )));
         }
         let now = now_ms();
         self.touch(who, None, Some(now), now).await?;
-        self.storage.set_status(&key(who), chosen, message.as_deref(), now).await?;
+        self.storage
+            .set_status(&key(who), chosen, message.as_deref(), now)
+            .await?;
         self.refresh(&key(who), true).await?;
         self.user(who, &who.user_id).await
     }
 
     /// `POST /realtime/presence/viewing`.
-    pub async fn set_viewing(&self, who: &Identity, req: ViewingRequest) -> Result<Value, ApiError> {
+    pub async fn set_viewing(
+        &self,
+        who: &Identity,
+        req: ViewingRequest,
+    ) -> Result<Value, ApiError> {
         check_user(who, req.user_id.as_deref())?;
         let target = match (req.resource_type, req.resource_id) {
             (Some(t), Some(i)) => Some(self.readable_resource(who, &t, &i)?),
             (None, None) => None,
-            _ => return Err(ApiError::invalid_message("Send both resource_type and resource_id, or both null to clear")),
+            _ => {
+                return Err(ApiError::invalid_message(
+                    "Send both resource_type and resource_id, or both null to clear",
+                ));
+            }
         };
         let now = now_ms();
         self.touch(who, None, Some(now), now).await?;
         let before = self
             .storage
-            .set_viewing(&key(who), target.as_ref().map(|c| (c.namespace(), c.id().unwrap_or_default())), now)
+            .set_viewing(
+                &key(who),
+                target
+                    .as_ref()
+                    .map(|c| (c.namespace(), c.id().unwrap_or_default())),
+                now,
+            )
             .await?;
         let mut events = Vec::new();
-        if let Some(b) = before.filter(|b| target.as_ref().is_none_or(|t| (t.namespace(), t.id()) != (b.resource_type.as_str(), Some(b.resource_id.as_str())))) {
+        if let Some(b) = before.filter(|b| {
+            target.as_ref().is_none_or(|t| {
+                (t.namespace(), t.id()) != (b.resource_type.as_str(), Some(b.resource_id.as_str()))
+            })
+        }) {
             let channel = Channel::parse(&format!("{}:{}", b.resource_type, b.resource_id))?;
             let data = json!({"user_id": who.user_id, "resource_type": b.resource_type, "resource_id": b.resource_id, "started_at": format_timestamp(b.since), "viewing": false});
             events.push(self.event(channel, "user.viewing", &data)?);
@@ -234,7 +308,9 @@ impl Presence {
                 events.push(self.event(t.clone(), "user.viewing", &data)?);
                 data
             }
-            None => json!({"user_id": who.user_id, "resource_type": null, "resource_id": null, "started_at": null, "viewing": false}),
+            None => {
+                json!({"user_id": who.user_id, "resource_type": null, "resource_id": null, "started_at": null, "viewing": false})
+            }
         };
         self.append(who, events).await?;
         self.refresh(&key(who), false).await?;
@@ -246,9 +322,14 @@ impl Presence {
         check_user(who, req.user_id.as_deref())?;
         let channel = self.readable_resource(who, &req.resource_type, &req.resource_id)?;
         let field_ok = (1..=64).contains(&req.field.len())
-            && req.field.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            && req
+                .field
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !field_ok {
-            return Err(ApiError::invalid_message("field must be 1-64 characters of [A-Za-z0-9_.-]"));
+            return Err(ApiError::invalid_message(
+                "field must be 1-64 characters of [A-Za-z0-9_.-]",
+            ));
         }
         let typing = TypingKey {
             tenant: who.tenant.clone(),
@@ -261,7 +342,14 @@ impl Presence {
         self.touch(who, None, Some(now), now).await?;
         let due = if req.is_typing {
             let expires = now + TYPING_TTL.as_millis() as i64;
-            self.storage.typing_on(&typing, now, expires, now - TYPING_COALESCE.as_millis() as i64).await?
+            self.storage
+                .typing_on(
+                    &typing,
+                    now,
+                    expires,
+                    now - TYPING_COALESCE.as_millis() as i64,
+                )
+                .await?
         } else {
             self.storage.typing_off(&typing).await?
         };
@@ -275,10 +363,18 @@ impl Presence {
     }
 
     /// `GET /realtime/presence?resource=&id=`.
-    pub async fn resource(&self, who: &Identity, resource_type: &str, resource_id: &str) -> Result<Value, ApiError> {
+    pub async fn resource(
+        &self,
+        who: &Identity,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<Value, ApiError> {
         self.readable_resource(who, resource_type, resource_id)?;
         let now = now_ms();
-        let users = self.storage.resource_users(&who.tenant, resource_type, resource_id, now).await?;
+        let users = self
+            .storage
+            .resource_users(&who.tenant, resource_type, resource_id, now)
+            .await?;
         let active: Vec<Value> = users
             .into_iter()
             .map(|u| {
@@ -295,16 +391,23 @@ impl Presence {
                 })
             })
             .collect();
-        Ok(json!({ "resource": { "type": resource_type, "id": resource_id }, "active_users": active }))
+        Ok(
+            json!({ "resource": { "type": resource_type, "id": resource_id }, "active_users": active }),
+        )
     }
 
     /// `GET /realtime/presence/users/{user_id}`, within the caller's tenant.
     pub async fn user(&self, who: &Identity, user_id: &str) -> Result<Value, ApiError> {
         if !crate::channel::is_valid_id(user_id) {
-            return Err(ApiError::invalid_message("user_id must be 1-128 characters of [A-Za-z0-9_.@-]"));
+            return Err(ApiError::invalid_message(
+                "user_id must be 1-128 characters of [A-Za-z0-9_.@-]",
+            ));
         }
         let now = now_ms();
-        let user = UserKey { tenant: who.tenant.clone(), user_id: user_id.to_string() };
+        let user = UserKey {
+            tenant: who.tenant.clone(),
+            user_id: user_id.to_string(),
+        };
         let presence = self.storage.user_presence(&user, now).await?;
         Ok(match presence {
             Some(p) => json!({
@@ -324,10 +427,19 @@ impl Presence {
         })
     }
 
-    fn readable_resource(&self, who: &Identity, resource_type: &str, resource_id: &str) -> Result<Channel, ApiError> {
-        let channel = self.namespaces.resolve(&format!("{resource_type}:{resource_id}"), who)?;
+    fn readable_resource(
+        &self,
+        who: &Identity,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<Channel, ApiError> {
+        let channel = self
+            .namespaces
+            .resolve(&format!("{resource_type}:{resource_id}"), who)?;
         if channel.id().is_none() || !self.namespaces.may_subscribe(who, &channel) {
-            return Err(ApiError::permission_denied(format!("This token may not read '{channel}'")));
+            return Err(ApiError::permission_denied(format!(
+                "This token may not read '{channel}'"
+            )));
         }
         Ok(channel)
     }
@@ -344,14 +456,21 @@ impl Presence {
 
     /// Presence and typing events use the `presence` namespace's retention.
     fn short_retention_ms(&self) -> i64 {
-        self.namespaces.get("presence").map_or(60_000, |ns| ns.retention().as_millis() as i64)
+        self.namespaces
+            .get("presence")
+            .map_or(60_000, |ns| ns.retention().as_millis() as i64)
     }
 
     async fn append(&self, who: &Identity, events: Vec<NewEvent>) -> Result<(), ApiError> {
         self.append_as(&who.tenant, &who.user_id, events).await
     }
 
-    async fn append_as(&self, tenant: &str, user_id: &str, events: Vec<NewEvent>) -> Result<(), ApiError> {
+    async fn append_as(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<(), ApiError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -371,10 +490,17 @@ impl Presence {
     /// across nodes), or always when `force` (the message may have changed).
     async fn refresh(&self, user: &UserKey, force: bool) -> Result<(), ApiError> {
         let now = now_ms();
-        let Some(p) = self.storage.user_presence(user, now).await? else { return Ok(()) };
+        let Some(p) = self.storage.user_presence(user, now).await? else {
+            return Ok(());
+        };
         let status = effective_status(&p, now, self.away_after);
         let changed = status != p.announced_status;
-        if changed && !self.storage.announce(user, &p.announced_status, status, now).await? {
+        if changed
+            && !self
+                .storage
+                .announce(user, &p.announced_status, status, now)
+                .await?
+        {
             return Ok(()); // another request or node announced it
         }
         if !changed && !force {
@@ -388,12 +514,20 @@ impl Presence {
         });
         let mut events = vec![
             self.event(Channel::parse("presence")?, "user.presence", &data)?,
-            self.event(Channel::parse(&format!("presence:{}", user.user_id))?, "user.presence", &data)?,
+            self.event(
+                Channel::parse(&format!("presence:{}", user.user_id))?,
+                "user.presence",
+                &data,
+            )?,
         ];
         let went_online = p.announced_status == "offline" && status != "offline";
         let went_offline = changed && status == "offline";
         if went_online || went_offline {
-            let name = if went_online { "user.connected" } else { "user.disconnected" };
+            let name = if went_online {
+                "user.connected"
+            } else {
+                "user.disconnected"
+            };
             let data = json!({"user_id": user.user_id, "name": p.name, "timestamp": format_timestamp(now)});
             for channel in announced_channels(&self.namespaces, &p.channels) {
                 events.push(self.event(channel, name, &data)?);
@@ -427,7 +561,9 @@ impl Presence {
 
     async fn sweep(&self) -> Result<(), ApiError> {
         let now = now_ms();
-        self.storage.heartbeat_node(&self.node_id, self.expiry(now)).await?;
+        self.storage
+            .heartbeat_node(&self.node_id, self.expiry(now))
+            .await?;
         let mut users: BTreeSet<(String, String)> = BTreeSet::new();
         for u in self.storage.sweep_sessions(now).await? {
             users.insert((u.tenant, u.user_id));
@@ -441,9 +577,15 @@ impl Presence {
         }
         let mut ended: BTreeMap<(String, String), Vec<NewEvent>> = BTreeMap::new();
         for t in self.storage.expired_typing(now).await? {
-            let Ok(channel) = Channel::parse(&format!("{}:{}", t.resource_type, t.resource_id)) else { continue };
+            let Ok(channel) = Channel::parse(&format!("{}:{}", t.resource_type, t.resource_id))
+            else {
+                continue;
+            };
             let data = json!({"user_id": t.user_id, "resource_type": t.resource_type, "resource_id": t.resource_id, "field": t.field, "is_typing": false});
-            ended.entry((t.tenant, t.user_id)).or_default().push(self.event(channel, "user.typing", &data)?);
+            ended
+                .entry((t.tenant, t.user_id))
+                .or_default()
+                .push(self.event(channel, "user.typing", &data)?);
         }
         for ((tenant, user_id), events) in ended {
             self.append_as(&tenant, &user_id, events).await?;

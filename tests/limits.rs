@@ -65,7 +65,8 @@ where
     loop {
         let res = send().await;
         if res.status() == 429 {
-            let refill = (started.elapsed().as_secs_f64() / (window.as_secs_f64() / limit as f64)).floor() as u64;
+            let refill = (started.elapsed().as_secs_f64() / (window.as_secs_f64() / limit as f64))
+                .floor() as u64;
             assert!(
                 passed >= limit && passed <= limit + refill,
                 "{passed} requests passed; the limit is {limit} (+{refill} refilled meanwhile)"
@@ -74,10 +75,16 @@ where
         }
         assert!(res.status().is_success(), "answered {}", res.status());
         assert_eq!(header(&res, "x-ratelimit-limit"), Some(limit.to_string()));
-        let remaining: u64 = header(&res, "x-ratelimit-remaining").unwrap().parse().unwrap();
+        let remaining: u64 = header(&res, "x-ratelimit-remaining")
+            .unwrap()
+            .parse()
+            .unwrap();
         match last_remaining {
             None => assert_eq!(remaining, limit - 1, "the first request leaves limit - 1"),
-            Some(before) => assert!(remaining <= before, "remaining never grows faster than the refill"),
+            Some(before) => assert!(
+                remaining <= before,
+                "remaining never grows faster than the refill"
+            ),
         }
         last_remaining = Some(remaining);
         passed += 1;
@@ -100,10 +107,19 @@ async fn client_actions_trip_at_100_a_minute_per_user(backend: Backend) {
     let server = Server::start_with(&backend, &[ON]).await;
     let alice = token_with("alice", json!({"publish": ["feed:*"]}));
     let publish = json!({"channel": "feed:updates", "event": "e", "data": {}});
-    let refused = send_until_limited(100, MINUTE, || server.post("/realtime/publish", &alice, &publish)).await;
+    let refused = send_until_limited(100, MINUTE, || {
+        server.post("/realtime/publish", &alice, &publish)
+    })
+    .await;
     expect_limited(refused, "rate_limit_exceeded", 100).await;
     let bob = token_with("bob", json!({"publish": ["feed:*"]}));
-    assert_eq!(server.post("/realtime/publish", &bob, &publish).await.status(), 202);
+    assert_eq!(
+        server
+            .post("/realtime/publish", &bob, &publish)
+            .await
+            .status(),
+        202
+    );
 }
 
 async fn client_actions_are_also_limited_per_tenant(backend: Backend) {
@@ -164,7 +180,10 @@ async fn new_connections_trip_at_10_a_minute(backend: Backend) {
     let server = Server::start_with(&backend, &[ON]).await;
     let alice = token("alice");
     // Each stream is dropped at once, so only the new-connection rate is spent.
-    let refused = send_until_limited(10, MINUTE, || server.get("/realtime/sse?channels=system", &alice)).await;
+    let refused = send_until_limited(10, MINUTE, || {
+        server.get("/realtime/sse?channels=system", &alice)
+    })
+    .await;
     expect_limited(refused, "rate_limit_exceeded", 10).await;
 }
 

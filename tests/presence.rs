@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 const SHORT_TTL: (&str, &str) = ("SWITCHYARD_PRESENCE_TTL_SECS", "1");
 
 async fn status_of(server: &Server, user: &str, asker: &str) -> Value {
-    let res = server.get(&format!("/realtime/presence/users/{user}"), asker).await;
+    let res = server
+        .get(&format!("/realtime/presence/users/{user}"), asker)
+        .await;
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }
@@ -26,7 +28,10 @@ async fn wait_status(server: &Server, user: &str, want: &str) {
         if body["status"] == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{user} never became {want}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "{user} never became {want}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -46,7 +51,10 @@ async fn a_stream_makes_its_user_online_and_announces_it(backend: Backend) {
     let server = Server::start_with(&backend, &[SHORT_TTL]).await;
     let mut watcher = server.sse("channels=presence:alice", &token("bob")).await;
     watcher.subscription().await;
-    assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "offline");
+    assert_eq!(
+        status_of(&server, "alice", &token("bob")).await["status"],
+        "offline"
+    );
 
     let mut alice = server.sse("channels=system", &token("alice")).await;
     alice.subscription().await;
@@ -55,7 +63,10 @@ async fn a_stream_makes_its_user_online_and_announces_it(backend: Backend) {
     assert_eq!(event["data"]["user_id"], "alice");
     assert_eq!(event["data"]["status"], "online");
     assert!(event["data"]["updated_at"].is_string());
-    assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "online");
+    assert_eq!(
+        status_of(&server, "alice", &token("bob")).await["status"],
+        "online"
+    );
 }
 
 async fn a_closed_stream_goes_offline_after_the_ttl(backend: Backend) {
@@ -64,13 +75,22 @@ async fn a_closed_stream_goes_offline_after_the_ttl(backend: Backend) {
     watcher.subscription().await;
     let mut alice = server.sse("channels=system", &token("alice")).await;
     alice.subscription().await;
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "online");
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "online"
+    );
     let closed = Instant::now();
     drop(alice);
     let event = next_named(&mut watcher, "user.presence").await;
     assert_eq!(event["data"]["status"], "offline");
-    assert!(closed.elapsed() >= Duration::from_millis(900), "offline only after the TTL of grace");
-    assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "offline");
+    assert!(
+        closed.elapsed() >= Duration::from_millis(900),
+        "offline only after the TTL of grace"
+    );
+    assert_eq!(
+        status_of(&server, "alice", &token("bob")).await["status"],
+        "offline"
+    );
 }
 
 async fn polling_keeps_a_user_online(backend: Backend) {
@@ -78,8 +98,17 @@ async fn polling_keeps_a_user_online(backend: Backend) {
     let alice = token("alice");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
-        assert_eq!(server.get("/realtime/poll?channels=system&timeout=0", &alice).await.status(), 200);
-        assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "online");
+        assert_eq!(
+            server
+                .get("/realtime/poll?channels=system&timeout=0", &alice)
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            status_of(&server, "alice", &token("bob")).await["status"],
+            "online"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Polls stop: offline after the TTL.
@@ -94,7 +123,10 @@ async fn with_two_streams_closing_one_keeps_the_user_online(backend: Backend) {
     laptop.subscription().await;
     drop(phone);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "online");
+    assert_eq!(
+        status_of(&server, "alice", &token("bob")).await["status"],
+        "online"
+    );
     drop(laptop);
     wait_status(&server, "alice", "offline").await;
 }
@@ -105,14 +137,24 @@ async fn busy_with_a_message_shows_in_rest_and_events(backend: Backend) {
     watcher.subscription().await;
     let mut alice = server.sse("channels=system", &token("alice")).await;
     alice.subscription().await;
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "online");
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "online"
+    );
 
     let res = server
-        .post("/realtime/presence", &token("alice"), &json!({"status": "busy", "status_message": "In a meeting"}))
+        .post(
+            "/realtime/presence",
+            &token("alice"),
+            &json!({"status": "busy", "status_message": "In a meeting"}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let answer: Value = res.json().await.unwrap();
-    assert_eq!((answer["status"].as_str(), answer["status_message"].as_str()), (Some("busy"), Some("In a meeting")));
+    assert_eq!(
+        (answer["status"].as_str(), answer["status_message"].as_str()),
+        (Some("busy"), Some("In a meeting"))
+    );
 
     let event = next_named(&mut watcher, "user.presence").await;
     assert_eq!(event["channel"], "presence");
@@ -124,34 +166,74 @@ async fn busy_with_a_message_shows_in_rest_and_events(backend: Backend) {
     assert!(rest["last_activity"].is_string());
 
     // Back to online clears busy.
-    server.post("/realtime/presence", &token("alice"), &json!({"status": "online"})).await;
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "online");
+    server
+        .post(
+            "/realtime/presence",
+            &token("alice"),
+            &json!({"status": "online"}),
+        )
+        .await;
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "online"
+    );
 }
 
 async fn without_actions_a_user_shows_as_away(backend: Backend) {
-    let server = Server::start_with(&backend, &[SHORT_TTL, ("SWITCHYARD_PRESENCE_AWAY_SECS", "1")]).await;
+    let server = Server::start_with(
+        &backend,
+        &[SHORT_TTL, ("SWITCHYARD_PRESENCE_AWAY_SECS", "1")],
+    )
+    .await;
     let mut watcher = server.sse("channels=presence:alice", &token("bob")).await;
     watcher.subscription().await;
     let mut alice = server.sse("channels=system", &token("alice")).await;
     alice.subscription().await;
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "online");
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "away");
-    assert_eq!(status_of(&server, "alice", &token("bob")).await["status"], "away");
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "online"
+    );
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "away"
+    );
+    assert_eq!(
+        status_of(&server, "alice", &token("bob")).await["status"],
+        "away"
+    );
     // An action brings the user back.
-    server.post("/realtime/presence", &token("alice"), &json!({"status": "online"})).await;
-    assert_eq!(next_named(&mut watcher, "user.presence").await["data"]["status"], "online");
+    server
+        .post(
+            "/realtime/presence",
+            &token("alice"),
+            &json!({"status": "online"}),
+        )
+        .await;
+    assert_eq!(
+        next_named(&mut watcher, "user.presence").await["data"]["status"],
+        "online"
+    );
 }
 
 async fn viewing_appears_on_the_resource_channel_and_in_active_users(backend: Backend) {
     let server = Server::start_with(&backend, &[SHORT_TTL]).await;
-    let alice = token_with("alice", json!({"channels": ["task:*"], "name": "Alice A.", "avatar": "https://example.test/a.png"}));
+    let alice = token_with(
+        "alice",
+        json!({"channels": ["task:*"], "name": "Alice A.", "avatar": "https://example.test/a.png"}),
+    );
     let bob = token_with("bob", json!({"channels": ["task:123"]}));
     let mut watcher = server.sse("channels=task:123", &bob).await;
     watcher.subscription().await;
     let mut stream = server.sse("channels=system", &alice).await;
     stream.subscription().await;
 
-    let res = server.post("/realtime/presence/viewing", &alice, &json!({"resource_type": "task", "resource_id": "123"})).await;
+    let res = server
+        .post(
+            "/realtime/presence/viewing",
+            &alice,
+            &json!({"resource_type": "task", "resource_id": "123"}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let event = next_named(&mut watcher, "user.viewing").await;
     assert_eq!(event["channel"], "task:123");
@@ -160,7 +242,12 @@ async fn viewing_appears_on_the_resource_channel_and_in_active_users(backend: Ba
     assert_eq!(event["data"]["resource_id"], "123");
     assert!(event["data"]["started_at"].is_string());
 
-    let body: Value = server.get("/realtime/presence?resource=task&id=123", &bob).await.json().await.unwrap();
+    let body: Value = server
+        .get("/realtime/presence?resource=task&id=123", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["resource"], json!({"type": "task", "id": "123"}));
     let users = body["active_users"].as_array().unwrap();
     assert_eq!(users.len(), 1, "{body}");
@@ -172,61 +259,120 @@ async fn viewing_appears_on_the_resource_channel_and_in_active_users(backend: Ba
     assert_eq!(users[0]["typing"], false);
     assert!(users[0]["last_activity"].is_string());
     let rest = status_of(&server, "alice", &bob).await;
-    assert_eq!(rest["currently_viewing"], json!({"resource_type": "task", "resource_id": "123"}));
+    assert_eq!(
+        rest["currently_viewing"],
+        json!({"resource_type": "task", "resource_id": "123"})
+    );
 
     // Clearing leaves the resource, with an event where it was.
-    server.post("/realtime/presence/viewing", &alice, &json!({"resource_type": null, "resource_id": null})).await;
+    server
+        .post(
+            "/realtime/presence/viewing",
+            &alice,
+            &json!({"resource_type": null, "resource_id": null}),
+        )
+        .await;
     let event = next_named(&mut watcher, "user.viewing").await;
     assert_eq!(event["data"]["viewing"], false);
-    let body: Value = server.get("/realtime/presence?resource=task&id=123", &bob).await.json().await.unwrap();
+    let body: Value = server
+        .get("/realtime/presence?resource=task&id=123", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["active_users"], json!([]));
 }
 
 async fn typing_coalesces_and_ends_by_itself(backend: Backend) {
     let server = Server::start(&backend).await;
     let alice = token_with("alice", json!({"channels": ["task:*"]}));
-    let mut watcher = server.sse("channels=task:9", &token_with("bob", json!({"channels": ["task:9"]}))).await;
+    let mut watcher = server
+        .sse(
+            "channels=task:9",
+            &token_with("bob", json!({"channels": ["task:9"]})),
+        )
+        .await;
     watcher.subscription().await;
-    let typing = json!({"resource_type": "task", "resource_id": "9", "field": "comment", "is_typing": true});
+    let typing =
+        json!({"resource_type": "task", "resource_id": "9", "field": "comment", "is_typing": true});
     for _ in 0..3 {
-        assert_eq!(server.post("/realtime/typing", &alice, &typing).await.status(), 200);
+        assert_eq!(
+            server
+                .post("/realtime/typing", &alice, &typing)
+                .await
+                .status(),
+            200
+        );
     }
     let started = Instant::now();
     let event = next_named(&mut watcher, "user.typing").await;
-    assert_eq!(event["data"], json!({"user_id": "alice", "resource_type": "task", "resource_id": "9", "field": "comment", "is_typing": true}));
+    assert_eq!(
+        event["data"],
+        json!({"user_id": "alice", "resource_type": "task", "resource_id": "9", "field": "comment", "is_typing": true})
+    );
     // The next typing event is the automatic end: the repeats were coalesced.
     let ended = next_named(&mut watcher, "user.typing").await;
     assert_eq!(ended["data"]["is_typing"], false);
-    assert!(started.elapsed() >= Duration::from_secs(4), "typing lasts about 6 s without refresh");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "typing lasts about 6 s without refresh"
+    );
     // An explicit stop after that has nothing to end: no event.
     server.post("/realtime/typing", &alice, &json!({"resource_type": "task", "resource_id": "9", "field": "comment", "is_typing": false})).await;
     let marker = server.broadcast("task:9", "marker", json!({})).await;
-    assert_eq!(watcher.next_event(Duration::from_secs(5)).await["id"].as_u64(), Some(marker));
+    assert_eq!(
+        watcher.next_event(Duration::from_secs(5)).await["id"].as_u64(),
+        Some(marker)
+    );
 }
 
 async fn an_explicit_stop_ends_typing_at_once(backend: Backend) {
     let server = Server::start(&backend).await;
     let alice = token_with("alice", json!({"channels": ["task:*"]}));
-    let mut watcher = server.sse("channels=task:9", &token_with("bob", json!({"channels": ["task:9"]}))).await;
+    let mut watcher = server
+        .sse(
+            "channels=task:9",
+            &token_with("bob", json!({"channels": ["task:9"]})),
+        )
+        .await;
     watcher.subscription().await;
     let body = |on: bool| json!({"resource_type": "task", "resource_id": "9", "field": "title", "is_typing": on});
     server.post("/realtime/typing", &alice, &body(true)).await;
-    assert_eq!(next_named(&mut watcher, "user.typing").await["data"]["is_typing"], true);
+    assert_eq!(
+        next_named(&mut watcher, "user.typing").await["data"]["is_typing"],
+        true
+    );
     server.post("/realtime/typing", &alice, &body(false)).await;
-    assert_eq!(next_named(&mut watcher, "user.typing").await["data"]["is_typing"], false);
+    assert_eq!(
+        next_named(&mut watcher, "user.typing").await["data"]["is_typing"],
+        false
+    );
 }
 
 async fn connecting_is_announced_on_the_channels_the_user_reads(backend: Backend) {
     let server = Server::start_with(&backend, &[SHORT_TTL]).await;
-    let mut watcher = server.sse("channels=project:7", &token_with("bob", json!({"channels": ["project:7"]}))).await;
+    let mut watcher = server
+        .sse(
+            "channels=project:7",
+            &token_with("bob", json!({"channels": ["project:7"]})),
+        )
+        .await;
     watcher.subscription().await;
-    let alice = server.sse("channels=project:7", &token_with("alice", json!({"channels": ["project:*"], "name": "Alice"}))).await;
+    let alice = server
+        .sse(
+            "channels=project:7",
+            &token_with("alice", json!({"channels": ["project:*"], "name": "Alice"})),
+        )
+        .await;
     let event = next_named(&mut watcher, "user.connected").await;
     assert_eq!(event["channel"], "project:7");
     assert_eq!(event["data"]["user_id"], "alice");
     assert_eq!(event["data"]["name"], "Alice");
     drop(alice);
-    assert_eq!(next_named(&mut watcher, "user.disconnected").await["data"]["user_id"], "alice");
+    assert_eq!(
+        next_named(&mut watcher, "user.disconnected").await["data"]["user_id"],
+        "alice"
+    );
 }
 
 async fn another_tenant_sees_nothing(backend: Backend) {
@@ -234,15 +380,32 @@ async fn another_tenant_sees_nothing(backend: Backend) {
     let alice = token_with("alice", json!({"channels": ["task:*"]}));
     let mut stream = server.sse("channels=system", &alice).await;
     stream.subscription().await;
-    server.post("/realtime/presence/viewing", &alice, &json!({"resource_type": "task", "resource_id": "1"})).await;
-    let outsider = token_with("carol", json!({"tenant_id": "acme", "channels": ["task:*"]}));
+    server
+        .post(
+            "/realtime/presence/viewing",
+            &alice,
+            &json!({"resource_type": "task", "resource_id": "1"}),
+        )
+        .await;
+    let outsider = token_with(
+        "carol",
+        json!({"tenant_id": "acme", "channels": ["task:*"]}),
+    );
     let rest = status_of(&server, "alice", &outsider).await;
     assert_eq!(rest["status"], "offline");
     assert_eq!(rest["currently_viewing"], Value::Null);
-    let body: Value = server.get("/realtime/presence?resource=task&id=1", &outsider).await.json().await.unwrap();
+    let body: Value = server
+        .get("/realtime/presence?resource=task&id=1", &outsider)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["active_users"], json!([]));
     // The same-tenant view does show her.
-    assert_eq!(status_of(&server, "alice", &token("dave")).await["status"], "online");
+    assert_eq!(
+        status_of(&server, "alice", &token("dave")).await["status"],
+        "online"
+    );
 }
 
 async fn a_dead_nodes_users_go_offline_after_the_ttl(backend: Backend) {
@@ -253,7 +416,10 @@ async fn a_dead_nodes_users_go_offline_after_the_ttl(backend: Backend) {
     wait_status(&node_b, "alice", "online").await;
     // Let a few heartbeats pass: alice stays online while node A lives.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(status_of(&node_b, "alice", &token("bob")).await["status"], "online");
+    assert_eq!(
+        status_of(&node_b, "alice", &token("bob")).await["status"],
+        "online"
+    );
     let mut node_a = node_a;
     node_a.child.kill().unwrap();
     node_a.child.wait().unwrap();
@@ -264,26 +430,103 @@ async fn bad_presence_requests_get_400_with_the_error_body(backend: Backend) {
     let server = Server::start(&backend).await;
     let alice = token_with("alice", json!({"channels": ["task:1"]}));
     let cases = [
-        ("/realtime/presence", json!({"status": "sleeping"}), 400, "invalid_message"),
-        ("/realtime/presence", json!({"status": "busy", "status_message": "x".repeat(300)}), 400, "invalid_message"),
-        ("/realtime/presence", json!({"status_message": "no status"}), 400, "invalid_message"),
-        ("/realtime/presence/viewing", json!({"resource_type": "task"}), 400, "invalid_message"),
-        ("/realtime/presence/viewing", json!({"resource_type": "task", "resource_id": "2"}), 403, "permission_denied"),
-        ("/realtime/presence/viewing", json!({"resource_type": "nope", "resource_id": "1"}), 404, "channel_not_found"),
-        ("/realtime/presence/viewing", json!({"resource_type": "task", "resource_id": "a b"}), 400, "invalid_channel"),
-        ("/realtime/typing", json!({"resource_type": "task", "resource_id": "1", "field": "bad field", "is_typing": true}), 400, "invalid_message"),
-        ("/realtime/typing", json!({"resource_type": "task", "resource_id": "1", "field": "f"}), 400, "invalid_message"),
-        ("/realtime/typing", json!({"resource_type": "task", "resource_id": "2", "field": "f", "is_typing": true}), 403, "permission_denied"),
+        (
+            "/realtime/presence",
+            json!({"status": "sleeping"}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/presence",
+            json!({"status": "busy", "status_message": "x".repeat(300)}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/presence",
+            json!({"status_message": "no status"}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/presence/viewing",
+            json!({"resource_type": "task"}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/presence/viewing",
+            json!({"resource_type": "task", "resource_id": "2"}),
+            403,
+            "permission_denied",
+        ),
+        (
+            "/realtime/presence/viewing",
+            json!({"resource_type": "nope", "resource_id": "1"}),
+            404,
+            "channel_not_found",
+        ),
+        (
+            "/realtime/presence/viewing",
+            json!({"resource_type": "task", "resource_id": "a b"}),
+            400,
+            "invalid_channel",
+        ),
+        (
+            "/realtime/typing",
+            json!({"resource_type": "task", "resource_id": "1", "field": "bad field", "is_typing": true}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/typing",
+            json!({"resource_type": "task", "resource_id": "1", "field": "f"}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "/realtime/typing",
+            json!({"resource_type": "task", "resource_id": "2", "field": "f", "is_typing": true}),
+            403,
+            "permission_denied",
+        ),
     ];
     for (path, body, status, code) in cases {
         let res = server.post(path, &alice, &body).await;
         expect_error(res, status, code).await;
     }
-    let res = server.client.post(server.url("/realtime/presence")).bearer_auth(&alice).header("content-type", "application/json").body("{").send().await.unwrap();
+    let res = server
+        .client
+        .post(server.url("/realtime/presence"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     expect_error(res, 400, "invalid_message").await;
-    expect_error(server.get("/realtime/presence?resource=task", &alice).await, 400, "invalid_message").await;
-    expect_error(server.get("/realtime/presence?resource=task&id=2", &alice).await, 403, "permission_denied").await;
-    expect_error(server.get("/realtime/presence/users/bad%20id", &alice).await, 400, "invalid_message").await;
+    expect_error(
+        server.get("/realtime/presence?resource=task", &alice).await,
+        400,
+        "invalid_message",
+    )
+    .await;
+    expect_error(
+        server
+            .get("/realtime/presence?resource=task&id=2", &alice)
+            .await,
+        403,
+        "permission_denied",
+    )
+    .await;
+    expect_error(
+        server
+            .get("/realtime/presence/users/bad%20id", &alice)
+            .await,
+        400,
+        "invalid_message",
+    )
+    .await;
 }
 
 on_both_backends!(

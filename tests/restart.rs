@@ -63,10 +63,11 @@ async fn sigterm_answers_polls_ends_streams_and_events_survive_restart(backend: 
     );
     let body: Value = answered.json().await.unwrap();
     assert_eq!(body["events"], json!([]));
-    assert_eq!(
-        body["last_poll_id"].as_u64(),
-        Some(before),
-        "the cursor neither moves back nor skips"
+    // Not below the request's cursor; it may have moved past the user's own
+    // presence events, which are on other channels.
+    assert!(
+        body["last_poll_id"].as_u64() >= Some(before),
+        "the cursor never moves back: {body}"
     );
 
     let goodbye = stream

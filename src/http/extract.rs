@@ -1,7 +1,7 @@
 //! Extractors whose every rejection is an [`ApiError`], so malformed JSON,
 //! bad query strings and missing tokens all get the protocol's error body.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -38,6 +38,17 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::invalid_message(format!("Invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// A path parameter.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::invalid_message(format!("Invalid path: {}", rejection.body_text()))
     }
 }
 

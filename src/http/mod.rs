@@ -11,6 +11,7 @@ pub mod poll;
 pub mod presence;
 pub mod publish;
 pub mod sse;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +57,16 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/realtime/presence/viewing"),
     ("GET", "/realtime/presence/users/{user_id}"),
     ("POST", "/realtime/typing"),
+    ("GET", "/realtime/connect"),
+    ("GET", "/ws"),
+    ("POST", "/realtime/edit/sessions"),
+    ("DELETE", "/realtime/edit/sessions/{session_id}"),
+    ("POST", "/realtime/edit/sessions/{session_id}/operations"),
+    ("POST", "/realtime/edit/sessions/{session_id}/save"),
+    ("GET", "/realtime/edit/documents"),
+    ("POST", "/realtime/edit/locks"),
+    ("DELETE", "/realtime/edit/locks/{lock_id}"),
+    ("POST", "/realtime/edit/locks/{lock_id}/renew"),
 ];
 
 /// What every handler can reach.
@@ -67,6 +78,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
     pub presence: Arc<Presence>,
+    /// Collaborative editing (PROTOCOL §8).
+    pub editing: crate::edit::Editing,
+    /// Interval of the server's WebSocket pings.
+    pub ws_ping: Duration,
     /// Idle time before an SSE `: ping`.
     pub keepalive: Duration,
     /// Cancelled when the server begins to shut down.
@@ -83,6 +98,7 @@ pub fn router(state: AppState, cors_origins: Option<&str>) -> Router {
         .merge(publish::router())
         .merge(presence::router())
         .merge(edit::router())
+        .merge(ws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

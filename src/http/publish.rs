@@ -19,7 +19,7 @@ use crate::auth::Identity;
 use crate::channel::{Channel, plan_subscription, split_list};
 use crate::error::{ApiError, ErrorCode};
 use crate::event::{NewEvent, encode_data, validate_event_name};
-use crate::limits::Rate;
+use crate::limits::{Rate, RateInfo};
 use crate::storage::{AppendOutcome, AppendRequest};
 
 /// Most events one publish may append.
@@ -35,7 +35,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+pub struct PublishBody {
     channel: Option<String>,
     channels: Option<Vec<String>>,
     event: Option<String>,
@@ -60,7 +60,7 @@ struct BatchItem {
 
 /// Who may write where: the two endpoints differ only here.
 #[derive(Clone, Copy)]
-enum Writer {
+pub enum Writer {
     Broadcast,
     Publish,
 }
@@ -75,7 +75,7 @@ async fn broadcast(
             "POST /realtime/broadcast needs a service token (role: service)",
         ));
     }
-    append(app, who, body, Writer::Broadcast).await
+    answer(publish_events(&app, &who, body, Writer::Broadcast).await?)
 }
 
 async fn publish(
@@ -83,21 +83,38 @@ async fn publish(
     Auth(who): Auth,
     Json(body): Json<PublishBody>,
 ) -> Result<Response, ApiError> {
-    append(app, who, body, Writer::Publish).await
+    answer(publish_events(&app, &who, body, Writer::Publish).await?)
 }
 
-async fn append(
-    app: AppState,
-    who: Identity,
+/// 202 with the receipt and the rate-limit headers.
+fn answer((receipt, rate): (String, Option<RateInfo>)) -> Result<Response, ApiError> {
+    Ok(with_rate_headers(
+        (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "application/json")],
+            receipt,
+        )
+            .into_response(),
+        rate,
+    ))
+}
+
+/// Validates and appends a publish; returns the receipt JSON. Shared by the
+/// HTTP endpoints and WebSocket `publish` messages.
+pub async fn publish_events(
+    app: &AppState,
+    who: &Identity,
     body: PublishBody,
     writer: Writer,
-) -> Result<Response, ApiError> {
-    check_user_id(&who, body.user_id.as_deref())?;
+) -> Result<(String, Option<RateInfo>), ApiError> {
+    check_user_id(who, body.user_id.as_deref())?;
     if let Some(key) = &body.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        && (key.is_empty()
+            || key.chars().count() > MAX_IDEMPOTENCY_KEY
+            || key.chars().any(char::is_control))
     {
         return Err(ApiError::invalid_message(
-            "idempotency_key must be 1-255 characters",
+            "idempotency_key must be 1-255 characters, none of them control characters",
         ));
     }
     let items = match body.events {
@@ -155,8 +172,8 @@ async fn append(
         validate_event_name(&item.event)?;
         let data = encode_data(&item.data)?;
         for name in names {
-            let channel = app.namespaces.resolve(&name, &who)?;
-            check_may_write(&app, &who, &channel, writer)?;
+            let channel = app.namespaces.resolve(&name, who)?;
+            check_may_write(app, who, &channel, writer)?;
             events.push(NewEvent {
                 retention_ms: app.namespaces.retention(&channel).as_millis() as i64,
                 channel,
@@ -172,8 +189,8 @@ async fn append(
         )));
     }
 
-    let rate = app.limits.check(&who, Rate::Action)?;
-    app.presence.acted(&who).await?;
+    let rate = app.limits.check(who, Rate::Action)?;
+    app.presence.acted(who).await?;
     let outcome = app
         .log
         .append(AppendRequest {
@@ -186,21 +203,17 @@ async fn append(
         .await?;
     match outcome {
         AppendOutcome::Appended { receipt, .. } | AppendOutcome::Replayed { receipt } => {
-            Ok(with_rate_headers(
-                (
-                    StatusCode::ACCEPTED,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    receipt,
-                )
-                    .into_response(),
-                rate,
-            ))
+            Ok((receipt, rate))
         }
         AppendOutcome::Conflict { channel, last_id } => Err(ApiError::new(
             ErrorCode::Conflict,
             format!("Channel '{channel}' has moved on: its last event id is {last_id}"),
         )
         .with_details(json!({ "channel": channel, "last_id": last_id }))),
+        AppendOutcome::Failed => Err(ApiError::new(
+            ErrorCode::ServerError,
+            "The event could not be stored",
+        )),
     }
 }
 

@@ -54,12 +54,26 @@ pub struct Opened {
 impl EventLog {
     /// Starts the writer over `storage`, whose migrations must have run, and
     /// a follower of other nodes' appends that stops at `shutdown`.
-    pub async fn start(storage: Arc<dyn Storage>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let head = storage.head().await?;
         let hub = Arc::new(Hub::new(head));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(writer::run(rx, storage.clone(), hub.clone(), metrics.clone()));
-        tokio::spawn(writer::follow(storage.clone(), hub.clone(), FOLLOW_SAFETY_NET, shutdown));
+        let writer = tokio::spawn(writer::run(
+            rx,
+            storage.clone(),
+            hub.clone(),
+            metrics.clone(),
+        ));
+        tokio::spawn(writer::follow(
+            storage.clone(),
+            hub.clone(),
+            FOLLOW_SAFETY_NET,
+            shutdown,
+        ));
         Ok(Arc::new(Self {
             storage,
             hub,
@@ -89,6 +103,10 @@ impl EventLog {
             .await
             .map_err(|_| ApiError::new(ErrorCode::Unavailable, "The server is shutting down"))?;
         match answer.await {
+            Ok(Ok(AppendOutcome::Failed)) => Err(ApiError::new(
+                ErrorCode::ServerError,
+                "The event could not be stored",
+            )),
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(AppendFailed::Unavailable)) => Err(ApiError::new(
                 ErrorCode::Unavailable,

@@ -64,7 +64,17 @@ pub async fn run(
             keys.dedup();
             request.recipients = hub.count_streams(&keys);
         }
-        match storage.append(&requests, now_ms()).await {
+        let mut result = storage.append(&requests, now_ms()).await;
+        if let Err(e) = &result
+            && !e.is_unavailable()
+            && requests.len() > 1
+        {
+            // One bad request must not fail the others batched with it:
+            // append them one by one so only the culprit fails.
+            tracing::warn!(error = %e, requests = requests.len(), "batch append failed; retrying requests one by one");
+            result = append_one_by_one(storage.as_ref(), &requests).await;
+        }
+        match result {
             Ok(outcomes) => {
                 let appended: Vec<Arc<Event>> = outcomes
                     .iter()
@@ -95,6 +105,29 @@ pub async fn run(
         }
     }
     tracing::debug!("writer stopped: queue closed and drained");
+}
+
+/// Appends each request in its own transaction. A request that fails gets
+/// [`AppendOutcome::Failed`]; the others are answered normally.
+async fn append_one_by_one(
+    storage: &dyn Storage,
+    requests: &[AppendRequest],
+) -> crate::storage::Result<Vec<AppendOutcome>> {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        match storage
+            .append(std::slice::from_ref(request), now_ms())
+            .await
+        {
+            Ok(mut one) => outcomes.push(one.remove(0)),
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "append failed");
+                outcomes.push(AppendOutcome::Failed);
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Hands `events` to the hub, filling any gap before them from storage.
@@ -134,7 +167,12 @@ pub async fn catch_up(hub: &Hub, storage: &dyn Storage, head: u64) {
 
 /// Follows appends made by other processes (other nodes): on each
 /// notification, and every `every` as a safety net for lost ones.
-pub async fn follow(storage: Arc<dyn Storage>, hub: Arc<Hub>, every: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn follow(
+    storage: Arc<dyn Storage>,
+    hub: Arc<Hub>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let (tx, mut heads) = mpsc::channel(64);
     let listener = tokio::spawn({
         let storage = storage.clone();

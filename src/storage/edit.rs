@@ -1,9 +1,378 @@
 //! Storage for collaborative editing (PROTOCOL §8): documents, their
 //! operation history, edit sessions and locks.
+//!
+//! Storage knows nothing of operational transformation: the editing core
+//! hands [`EditStore::submit_operation`] a [`Decide`] callback, and storage
+//! runs it on the locked document. Invariants every implementation keeps:
+//! - `submit_operation` is one transaction that holds the document's write
+//!   lock (`SELECT ... FOR UPDATE` on Postgres, `BEGIN IMMEDIATE` on SQLite)
+//!   from reading the document and its history until the new content and
+//!   the history row commit together, so transform-and-apply is serialized
+//!   per document across every node of a cluster;
+//! - revisions are dense: the history holds exactly one row for each of
+//!   `1..=revision`, keyed by (document, revision);
+//! - a `client_op_id` is recorded once per session, in that transaction, so
+//!   a retry can never apply twice;
+//! - a field has at most one lock row, and an expired row is removed (and
+//!   returned, for its `edit.unlock`) by exactly one caller.
 
 use async_trait::async_trait;
+
+use super::Result;
+use crate::error::ApiError;
+
+/// Which document: every key carries its tenant, so nothing crosses tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DocKey {
+    pub tenant: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub field: String,
+}
+
+/// A document as stored.
+#[derive(Debug, Clone)]
+pub struct DocumentRow {
+    pub content: String,
+    pub revision: u64,
+    /// When the content last changed (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// One user's edit session on one document.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub key: DocKey,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub created_at: i64,
+    /// Bumped by every operation and save; idle expiry counts from here.
+    pub last_active_at: i64,
+    /// Set when the session was left.
+    pub ended_at: Option<i64>,
+}
+
+/// A lock on one field.
+#[derive(Debug, Clone)]
+pub struct LockRow {
+    pub lock_id: String,
+    pub key: DocKey,
+    pub user_id: String,
+    pub name: Option<String>,
+    /// The TTL asked for, reused by a renew that names none.
+    pub ttl_ms: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An operation to transform and apply.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationRequest<'a> {
+    pub session: &'a SessionRow,
+    pub client_op_id: Option<&'a str>,
+    /// The revision the operation was made against.
+    pub base_revision: u64,
+    pub now_ms: i64,
+}
+
+/// What the editing core computed from the locked document.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub content: String,
+    /// The operation as applied, wire JSON.
+    pub ops: String,
+}
+
+/// The editing core's verdict on an operation, given the locked document and
+/// the wire JSON of every operation applied after the base revision, in
+/// revision order. Runs inside the transaction: pure and quick.
+pub type Decide<'a> =
+    &'a (dyn Fn(&DocumentRow, &[String]) -> std::result::Result<Applied, ApiError> + Sync);
+
+/// What became of an [`OperationRequest`].
+#[derive(Debug)]
+pub enum Submitted {
+    /// Stored as `revision`.
+    Applied { revision: u64, ops: String },
+    /// The session sent this `client_op_id` before: its first answer.
+    Replayed { revision: u64, ops: String },
+    /// [`Decide`] refused it; nothing changed.
+    Refused(ApiError),
+    /// Another user holds a live lock on the field; nothing changed.
+    Locked(LockRow),
+    /// The document does not exist (sessions create it, so: never expected).
+    NoDocument,
+}
+
+/// Outcome of [`EditStore::acquire_lock`].
+#[derive(Debug)]
+pub enum LockAttempt {
+    /// The caller holds the lock: new, or theirs already with a fresh expiry.
+    Acquired(LockRow),
+    /// Another user holds it.
+    Held(LockRow),
+}
 
 /// What editing needs from storage; implemented for each backend in
 /// `sqlite/edit.rs` and `postgres/edit.rs`.
 #[async_trait]
-pub trait EditStore: Send + Sync {}
+pub trait EditStore: Send + Sync {
+    /// Creates the document (empty, revision 0) unless it exists, and records
+    /// the session, in one transaction; returns the document.
+    async fn create_session(&self, session: &SessionRow) -> Result<DocumentRow>;
+
+    /// A session of `tenant`, ended or not.
+    async fn session(&self, tenant: &str, session_id: &str) -> Result<Option<SessionRow>>;
+
+    /// Marks a session left.
+    async fn end_session(&self, session_id: &str, now_ms: i64) -> Result<()>;
+
+    /// Users with a session on `key` not left and active after `since_ms`,
+    /// as (user_id, name), in order of their first session.
+    async fn active_editors(
+        &self,
+        key: &DocKey,
+        since_ms: i64,
+    ) -> Result<Vec<(String, Option<String>)>>;
+
+    async fn document(&self, key: &DocKey) -> Result<Option<DocumentRow>>;
+
+    /// Transforms and applies one operation under the document's lock; see
+    /// the module invariants. Also marks the session active.
+    async fn submit_operation(
+        &self,
+        request: OperationRequest<'_>,
+        decide: Decide<'_>,
+    ) -> Result<Submitted>;
+
+    /// Records the current revision as saved and marks the session active;
+    /// `None` without a document.
+    async fn save_document(
+        &self,
+        key: &DocKey,
+        session_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DocumentRow>>;
+
+    /// The live (unexpired at `now_ms`) lock on `key`, if any.
+    async fn current_lock(&self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
+
+    /// A lock of `tenant` by id, expired or not.
+    async fn find_lock(&self, tenant: &str, lock_id: &str) -> Result<Option<LockRow>>;
+
+    /// Takes the lock on `lock.key` for `lock.user_id` unless another user
+    /// holds a live one; the same user gets their lock back with
+    /// `lock.expires_at`. Also returns the expired lock it replaced, if any.
+    async fn acquire_lock(
+        &self,
+        lock: &LockRow,
+        now_ms: i64,
+    ) -> Result<(LockAttempt, Vec<LockRow>)>;
+
+    /// Moves a live lock of `user_id` to expire `ttl_ms` after `now_ms`.
+    async fn renew_lock(
+        &self,
+        tenant: &str,
+        lock_id: &str,
+        user_id: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<LockRow>>;
+
+    /// Deletes a live lock of `user_id`; returns it.
+    async fn release_lock(
+        &self,
+        tenant: &str,
+        lock_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<LockRow>>;
+
+    /// Deletes every lock expired at `now_ms` (all tenants) and returns them.
+    async fn expire_locks(&self, now_ms: i64) -> Result<Vec<LockRow>>;
+}
+
+/// The columns of a [`SessionRow`], in [`SessionTuple`] order.
+macro_rules! session_columns {
+    () => {
+        "session_id, tenant, resource_type, resource_id, field, user_id, name, created_at, last_active_at, ended_at"
+    };
+}
+/// The columns of a [`LockRow`], in [`LockTuple`] order.
+macro_rules! lock_columns {
+    () => {
+        "lock_id, tenant, resource_type, resource_id, field, user_id, name, ttl_ms, created_at, expires_at"
+    };
+}
+pub(crate) use {lock_columns, session_columns};
+
+/// A session as both backends read it.
+pub(crate) type SessionTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+pub(crate) fn session_from_row(row: SessionTuple) -> SessionRow {
+    let (
+        session_id,
+        tenant,
+        resource_type,
+        resource_id,
+        field,
+        user_id,
+        name,
+        created,
+        active,
+        ended,
+    ) = row;
+    SessionRow {
+        session_id,
+        key: DocKey {
+            tenant,
+            resource_type,
+            resource_id,
+            field,
+        },
+        user_id,
+        name,
+        created_at: created,
+        last_active_at: active,
+        ended_at: ended,
+    }
+}
+
+/// A lock as both backends read it.
+pub(crate) type LockTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+pub(crate) fn lock_from_row(row: LockTuple) -> LockRow {
+    let (
+        lock_id,
+        tenant,
+        resource_type,
+        resource_id,
+        field,
+        user_id,
+        name,
+        ttl_ms,
+        created,
+        expires,
+    ) = row;
+    LockRow {
+        lock_id,
+        key: DocKey {
+            tenant,
+            resource_type,
+            resource_id,
+            field,
+        },
+        user_id,
+        name,
+        ttl_ms,
+        created_at: created,
+        expires_at: expires,
+    }
+}
+
+pub(crate) fn document_from_row(
+    (content, revision, updated_at): (String, i64, i64),
+) -> DocumentRow {
+    DocumentRow {
+        content,
+        revision: revision as u64,
+        updated_at,
+    }
+}
+
+/// What one backend does inside the submit transaction.
+#[async_trait]
+pub(crate) trait SubmitTx: Send {
+    /// Reads the document and holds its write lock until commit.
+    async fn lock_document(&mut self, key: &DocKey) -> Result<Option<DocumentRow>>;
+    /// The stored answer to an earlier `client_op_id` of the session.
+    async fn find_client_op(
+        &mut self,
+        session_id: &str,
+        client_op_id: &str,
+    ) -> Result<Option<(u64, String)>>;
+    async fn live_lock(&mut self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
+    /// Operations after `after`, by revision, as wire JSON.
+    async fn history(&mut self, key: &DocKey, after: u64) -> Result<Vec<String>>;
+    async fn insert_operation(
+        &mut self,
+        revision: u64,
+        ops: &str,
+        request: &OperationRequest<'_>,
+    ) -> Result<()>;
+    async fn update_document(
+        &mut self,
+        key: &DocKey,
+        content: &str,
+        revision: u64,
+        now_ms: i64,
+    ) -> Result<()>;
+    async fn touch_session(&mut self, session_id: &str, now_ms: i64) -> Result<()>;
+}
+
+/// Transform-and-apply through `tx`; the caller commits. The order matters:
+/// a retry is answered before anything else is checked (it was accepted
+/// once), and a lock taken since then does not turn it into a refusal.
+pub(crate) async fn submit_in<T: SubmitTx>(
+    tx: &mut T,
+    request: OperationRequest<'_>,
+    decide: Decide<'_>,
+) -> Result<Submitted> {
+    let key = &request.session.key;
+    let Some(doc) = tx.lock_document(key).await? else {
+        return Ok(Submitted::NoDocument);
+    };
+    if let Some(id) = request.client_op_id
+        && let Some((revision, ops)) = tx.find_client_op(&request.session.session_id, id).await?
+    {
+        return Ok(Submitted::Replayed { revision, ops });
+    }
+    if let Some(lock) = tx.live_lock(key, request.now_ms).await?
+        && lock.user_id != request.session.user_id
+    {
+        return Ok(Submitted::Locked(lock));
+    }
+    let history = if request.base_revision < doc.revision {
+        tx.history(key, request.base_revision).await?
+    } else {
+        Vec::new()
+    };
+    let applied = match decide(&doc, &history) {
+        Ok(applied) => applied,
+        Err(refusal) => return Ok(Submitted::Refused(refusal)),
+    };
+    let revision = doc.revision + 1;
+    tx.insert_operation(revision, &applied.ops, &request)
+        .await?;
+    tx.update_document(key, &applied.content, revision, request.now_ms)
+        .await?;
+    tx.touch_session(&request.session.session_id, request.now_ms)
+        .await?;
+    Ok(Submitted::Applied {
+        revision,
+        ops: applied.ops,
+    })
+}

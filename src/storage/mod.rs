@@ -84,6 +84,9 @@ pub enum AppendOutcome {
     Replayed { receipt: String },
     /// An `expected_last_id` did not hold; nothing was appended.
     Conflict { channel: String, last_id: u64 },
+    /// The database refused this request (its batch was retried one by
+    /// one and only this request failed); nothing was appended.
+    Failed,
 }
 
 /// The oldest retained id when a cursor points before pruned events.
@@ -148,7 +151,11 @@ pub trait Storage: edit::EditStore + presence::PresenceStore + Send + Sync + 'st
     /// on `heads` until `shutdown`; reconnects by itself and reports a 0
     /// after a reconnect so the caller re-checks. Backends without
     /// cross-process notifications return at once.
-    async fn listen(&self, heads: tokio::sync::mpsc::Sender<u64>, shutdown: tokio_util::sync::CancellationToken) {
+    async fn listen(
+        &self,
+        heads: tokio::sync::mpsc::Sender<u64>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let _ = (heads, shutdown);
     }
 

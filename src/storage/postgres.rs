@@ -189,7 +189,11 @@ impl Storage for PostgresStorage {
         Ok(deleted)
     }
 
-    async fn listen(&self, heads: tokio::sync::mpsc::Sender<u64>, shutdown: tokio_util::sync::CancellationToken) {
+    async fn listen(
+        &self,
+        heads: tokio::sync::mpsc::Sender<u64>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(l) => l,

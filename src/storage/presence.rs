@@ -94,10 +94,21 @@ pub trait PresenceStore: Send + Sync {
     ) -> Result<()>;
 
     /// Sets (or with `None` clears) the chosen status and message.
-    async fn set_status(&self, user: &UserKey, chosen: Option<&str>, message: Option<&str>, now: i64) -> Result<()>;
+    async fn set_status(
+        &self,
+        user: &UserKey,
+        chosen: Option<&str>,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
 
     /// Sets what the user views; returns what they viewed before.
-    async fn set_viewing(&self, user: &UserKey, viewing: Option<(&str, &str)>, now: i64) -> Result<Option<Viewing>>;
+    async fn set_viewing(
+        &self,
+        user: &UserKey,
+        viewing: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<Option<Viewing>>;
 
     /// The user's presence as of `now`, or `None` if never seen.
     async fn user_presence(&self, user: &UserKey, now: i64) -> Result<Option<UserPresence>>;
@@ -114,7 +125,13 @@ pub trait PresenceStore: Send + Sync {
 
     /// Starts or refreshes typing until `expires_at`; true when an event is due
     /// (not typing before, or the last event is older than `coalesce_before`).
-    async fn typing_on(&self, key: &TypingKey, now: i64, expires_at: i64, coalesce_before: i64) -> Result<bool>;
+    async fn typing_on(
+        &self,
+        key: &TypingKey,
+        now: i64,
+        expires_at: i64,
+        coalesce_before: i64,
+    ) -> Result<bool>;
 
     /// Ends typing; true when the user was typing.
     async fn typing_off(&self, key: &TypingKey) -> Result<bool>;
@@ -123,7 +140,13 @@ pub trait PresenceStore: Send + Sync {
     async fn expired_typing(&self, now: i64) -> Result<Vec<TypingKey>>;
 
     /// Users viewing or typing on a resource, with their presence.
-    async fn resource_users(&self, tenant: &str, resource_type: &str, resource_id: &str, now: i64) -> Result<Vec<ActiveUser>>;
+    async fn resource_users(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        resource_id: &str,
+        now: i64,
+    ) -> Result<Vec<ActiveUser>>;
 }
 
 /// A session is alive while its own expiry is ahead, or while it is an open
@@ -131,8 +154,18 @@ pub trait PresenceStore: Send + Sync {
 macro_rules! live_session {
     ($s:literal, $now:literal) => {
         concat!(
-            "(", $s, ".expires_at > ", $now, " OR (", $s, ".open AND EXISTS (SELECT 1 FROM presence_nodes n \
-             WHERE n.node_id = ", $s, ".node_id AND n.expires_at > ", $now, ")))"
+            "(",
+            $s,
+            ".expires_at > ",
+            $now,
+            " OR (",
+            $s,
+            ".open AND EXISTS (SELECT 1 FROM presence_nodes n \
+             WHERE n.node_id = ",
+            $s,
+            ".node_id AND n.expires_at > ",
+            $now,
+            ")))"
         )
     };
 }

@@ -1,4 +1,5 @@
-//! The SQLite log: the embedded default (WAL, `synchronous=FULL`).
+//! The SQLite log: the embedded default (WAL; the log's writer commits with
+//! `synchronous=FULL`, everything else with `NORMAL`).
 //!
 //! Appends take `BEGIN IMMEDIATE`, the database's one write lock, so the
 //! pruner and the writer never trip over each other's snapshots. Channel
@@ -26,7 +27,12 @@ use super::{
 use crate::event::Event;
 
 pub struct SqliteStorage {
+    /// Reads and the side tables (presence, editing): `synchronous=NORMAL`,
+    /// durable across process crashes, synced at checkpoints.
     pool: SqlitePool,
+    /// The event log's one writer: `synchronous=FULL`, so a publish is on
+    /// disk (its WAL frames and all before them) when it is acknowledged.
+    log_pool: SqlitePool,
 }
 
 impl SqliteStorage {
@@ -39,21 +45,31 @@ impl SqliteStorage {
             } else {
                 SqliteJournalMode::Wal
             })
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        // An in-memory database lives and dies with its one connection.
-        let pool = if memory {
-            SqlitePoolOptions::new()
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        if memory {
+            // An in-memory database lives and dies with its one connection.
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(8)
-        };
-        Ok(Self {
-            pool: pool.connect_with(options).await?,
-        })
+                .connect_with(options)
+                .await?;
+            return Ok(Self {
+                log_pool: pool.clone(),
+                pool,
+            });
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.clone())
+            .await?;
+        let log_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Full))
+            .await?;
+        Ok(Self { pool, log_pool })
     }
 }
 
@@ -76,7 +92,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.log_pool.begin_with("BEGIN IMMEDIATE").await?;
         let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -205,6 +221,7 @@ impl Storage for SqliteStorage {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.log_pool.close().await;
     }
 }
 

@@ -1,0 +1,580 @@
+//! [`Editing`]: the transport-independent core of collaborative editing
+//! (PROTOCOL §8). Sessions, operations, documents and saves live here;
+//! locks in [`super::locks`].
+//!
+//! Invariants:
+//! - every document, session and lock is keyed by the caller's tenant;
+//! - the caller must be able to read the resource's channel, checked on
+//!   every request (a token can lose a claim mid-session);
+//! - an operation is transformed and applied inside the storage transaction
+//!   that locks its document (see [`crate::storage::edit`]); a refused one
+//!   changes nothing;
+//! - once a change commits, its event is appended even if the client goes
+//!   away ([`detached`]), under the document's [`Turn`](super::sequencer::Turn)
+//!   so one node appends a document's events in revision order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::api::*;
+use super::ot::{Operation, OtError, transform};
+use super::sequencer::Sequencer;
+use crate::auth::Identity;
+use crate::channel::{Channel, Namespaces, is_valid_id};
+use crate::error::{ApiError, ErrorCode};
+use crate::event::{NewEvent, format_timestamp, now_ms};
+use crate::log::EventLog;
+use crate::storage::AppendRequest;
+use crate::storage::edit::{
+    Applied, DocKey, DocumentRow, EditStore, LockRow, OperationRequest, SessionRow, Submitted,
+};
+
+/// Largest document, in UTF-8 bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Default idle time after which a session answers 410 `session_expired`.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Longest `client_op_id` and session id accepted.
+const MAX_ID_LEN: usize = 128;
+
+/// The editing core. Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct Editing {
+    pub(super) log: Arc<EventLog>,
+    pub(super) namespaces: Arc<Namespaces>,
+    /// How long a session may go without an operation or save.
+    idle: Duration,
+    pub(super) sequencer: Arc<Sequencer>,
+}
+
+impl Editing {
+    pub fn new(log: Arc<EventLog>, namespaces: Arc<Namespaces>, idle: Duration) -> Self {
+        Self {
+            log,
+            namespaces,
+            idle,
+            sequencer: Arc::new(Sequencer::default()),
+        }
+    }
+
+    pub(super) fn store(&self) -> &dyn EditStore {
+        &**self.log.storage()
+    }
+
+    /// Opens a session on a document (creating it empty) and appends `edit.started`.
+    pub async fn start_session(
+        &self,
+        who: &Identity,
+        req: StartSessionRequest,
+    ) -> Result<StartSessionResponse, ApiError> {
+        let (key, channel) =
+            self.resource(who, &req.resource_type, &req.resource_id, &req.field)?;
+        let now = now_ms();
+        if let Some(lock) = self.store().current_lock(&key, now).await?
+            && lock.user_id != who.user_id
+        {
+            return Err(resource_locked(&lock));
+        }
+        let session = SessionRow {
+            session_id: uuid::Uuid::now_v7().to_string(),
+            key,
+            user_id: who.user_id.clone(),
+            name: who.name.clone(),
+            created_at: now,
+            last_active_at: now,
+            ended_at: None,
+        };
+        let this = self.clone();
+        detached(async move {
+            let doc = this.store().create_session(&session).await?;
+            let since = now - this.idle.as_millis() as i64;
+            let editors = this
+                .store()
+                .active_editors(&session.key, since)
+                .await?
+                .into_iter()
+                .map(|(user_id, name)| Editor { user_id, name })
+                .collect();
+            let k = &session.key;
+            this.append(
+                &k.tenant,
+                Some(&session.user_id),
+                &channel,
+                "edit.started",
+                json!({
+                    "session_id": session.session_id,
+                    "user_id": session.user_id,
+                    "name": session.name,
+                    "resource_type": k.resource_type,
+                    "resource_id": k.resource_id,
+                    "field": k.field,
+                    "revision": doc.revision,
+                }),
+            )
+            .await?;
+            Ok(StartSessionResponse {
+                session_id: session.session_id.clone(),
+                resource_type: k.resource_type.clone(),
+                resource_id: k.resource_id.clone(),
+                field: k.field.clone(),
+                content: doc.content,
+                revision: doc.revision,
+                active_editors: editors,
+            })
+        })
+        .await
+    }
+
+    /// Transforms an operation against everything applied since its base
+    /// revision, applies and stores it, and appends `edit.operation`.
+    pub async fn submit_operation(
+        &self,
+        who: &Identity,
+        session_id: &str,
+        req: SubmitOperationRequest,
+    ) -> Result<SubmitOperationResponse, ApiError> {
+        if let Some(id) = &req.client_op_id
+            && !(1..=MAX_ID_LEN).contains(&id.len())
+        {
+            return Err(ApiError::invalid_message(
+                "client_op_id must be 1-128 characters",
+            ));
+        }
+        let op = Operation::from_json(&req.ops).map_err(invalid_operation)?;
+        let base = u64::try_from(req.revision).map_err(|_| {
+            invalid_operation(OtError(format!(
+                "revision must be a non-negative integer, got {}",
+                req.revision
+            )))
+        })?;
+        let session = self.live_session(who, session_id).await?;
+        let channel = self.readable(who, &session.key)?;
+        let this = self.clone();
+        detached(async move {
+            let _turn = this.sequencer.turn(&session.key).await;
+            let now = now_ms();
+            let verdict = |doc: &DocumentRow, history: &[String]| decide(&op, base, doc, history);
+            let request = OperationRequest {
+                session: &session,
+                client_op_id: req.client_op_id.as_deref(),
+                base_revision: base,
+                now_ms: now,
+            };
+            let (revision, ops) = match this.store().submit_operation(request, &verdict).await? {
+                Submitted::Applied { revision, ops } => (revision, ops),
+                Submitted::Replayed { revision, ops } => {
+                    return Ok(SubmitOperationResponse {
+                        revision,
+                        ops: parse_stored(&ops)?,
+                    });
+                }
+                Submitted::Refused(error) => return Err(error),
+                Submitted::Locked(lock) => return Err(resource_locked(&lock)),
+                Submitted::NoDocument => return Err(no_document()),
+            };
+            let ops = parse_stored(&ops)?;
+            let k = &session.key;
+            this.append(
+                &k.tenant,
+                Some(&session.user_id),
+                &channel,
+                "edit.operation",
+                json!({
+                    "session_id": session.session_id,
+                    "user_id": session.user_id,
+                    "resource_type": k.resource_type,
+                    "resource_id": k.resource_id,
+                    "field": k.field,
+                    "revision": revision,
+                    "ops": ops,
+                    "client_op_id": req.client_op_id,
+                }),
+            )
+            .await?;
+            Ok(SubmitOperationResponse { revision, ops })
+        })
+        .await
+    }
+
+    /// The document's content and revision.
+    pub async fn document(
+        &self,
+        who: &Identity,
+        req: &DocumentRequest,
+    ) -> Result<DocumentResponse, ApiError> {
+        let (key, _) = self.resource(who, &req.resource_type, &req.resource_id, &req.field)?;
+        let doc = self.store().document(&key).await?.ok_or_else(no_document)?;
+        Ok(DocumentResponse {
+            content: doc.content,
+            revision: doc.revision,
+            updated_at: format_timestamp(doc.updated_at),
+        })
+    }
+
+    /// Records the current revision as saved and appends `edit.saved`.
+    pub async fn save(&self, who: &Identity, session_id: &str) -> Result<SaveResponse, ApiError> {
+        let session = self.live_session(who, session_id).await?;
+        let channel = self.readable(who, &session.key)?;
+        let this = self.clone();
+        detached(async move {
+            // In turn, so `edit.saved` for revision N follows `edit.operation` N.
+            let _turn = this.sequencer.turn(&session.key).await;
+            let doc = this
+                .store()
+                .save_document(&session.key, &session.session_id, now_ms())
+                .await?
+                .ok_or_else(no_document)?;
+            let k = &session.key;
+            let updated_at = format_timestamp(doc.updated_at);
+            this.append(
+                &k.tenant,
+                Some(&session.user_id),
+                &channel,
+                "edit.saved",
+                json!({
+                    "session_id": session.session_id,
+                    "user_id": session.user_id,
+                    "resource_type": k.resource_type,
+                    "resource_id": k.resource_id,
+                    "field": k.field,
+                    "revision": doc.revision,
+                    "updated_at": updated_at,
+                }),
+            )
+            .await?;
+            Ok(SaveResponse {
+                resource_type: k.resource_type.clone(),
+                resource_id: k.resource_id.clone(),
+                field: k.field.clone(),
+                revision: doc.revision,
+                updated_at,
+            })
+        })
+        .await
+    }
+
+    /// Ends a session. Idempotent: leaving a left or expired session succeeds.
+    pub async fn leave(&self, who: &Identity, session_id: &str) -> Result<(), ApiError> {
+        let session = self.own_session(who, session_id).await?;
+        self.store()
+            .end_session(&session.session_id, now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// The caller's session, whatever its state: 404 unknown (in this
+    /// tenant), 403 another user's.
+    async fn own_session(&self, who: &Identity, session_id: &str) -> Result<SessionRow, ApiError> {
+        let found = if session_id.len() <= MAX_ID_LEN {
+            self.store().session(&who.tenant, session_id).await?
+        } else {
+            None
+        };
+        let session = found.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("No edit session '{}'", truncate(session_id)),
+            )
+        })?;
+        if session.user_id != who.user_id {
+            return Err(ApiError::permission_denied(
+                "This edit session belongs to another user",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// The caller's session if it may still be used: 410 once left or idle too long.
+    async fn live_session(&self, who: &Identity, session_id: &str) -> Result<SessionRow, ApiError> {
+        let session = self.own_session(who, session_id).await?;
+        let idle_ms = self.idle.as_millis() as i64;
+        let reason = if session.ended_at.is_some() {
+            Some(("left", "The edit session was left".to_string()))
+        } else if now_ms() - session.last_active_at > idle_ms {
+            Some((
+                "idle",
+                format!(
+                    "The edit session expired after {} s without activity",
+                    self.idle.as_secs()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = reason {
+            return Err(ApiError::new(
+                ErrorCode::SessionExpired,
+                format!("{message}; start a new one"),
+            )
+            .with_details(json!({ "session_id": session.session_id, "reason": reason })));
+        }
+        Ok(session)
+    }
+
+    /// Validates a resource and field, and checks the caller may read its
+    /// channel: 400 for bad names, 404 for an unknown namespace, 403 otherwise.
+    pub(super) fn resource(
+        &self,
+        who: &Identity,
+        resource_type: &str,
+        resource_id: &str,
+        field: &str,
+    ) -> Result<(DocKey, Channel), ApiError> {
+        if !(1..=32).contains(&resource_type.len())
+            || !resource_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(ApiError::invalid_message(
+                "resource_type must be a channel namespace: 1-32 characters of [a-z_]",
+            ));
+        }
+        if !is_valid_id(resource_id) {
+            return Err(ApiError::invalid_message(
+                "resource_id must be 1-128 characters of [A-Za-z0-9_.@-]",
+            ));
+        }
+        if !is_valid_field(field) {
+            return Err(ApiError::invalid_message(
+                "field must be 1-64 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        let key = DocKey {
+            tenant: who.tenant.clone(),
+            resource_type: resource_type.to_string(),
+            resource_id: resource_id.to_string(),
+            field: field.to_string(),
+        };
+        let channel = self.readable(who, &key)?;
+        Ok((key, channel))
+    }
+
+    /// The document's channel, if the caller may read it.
+    pub(super) fn readable(&self, who: &Identity, key: &DocKey) -> Result<Channel, ApiError> {
+        let name = format!("{}:{}", key.resource_type, key.resource_id);
+        let channel = self.namespaces.resolve(&name, who)?;
+        if !self.namespaces.may_subscribe(who, &channel) {
+            return Err(ApiError::permission_denied(format!(
+                "This token may not read '{channel}', so it may not edit it"
+            ))
+            .with_details(json!({ "channel": channel.as_str() })));
+        }
+        Ok(channel)
+    }
+
+    /// Appends one `edit.*` event on a resource channel.
+    pub(super) async fn append(
+        &self,
+        tenant: &str,
+        user_id: Option<&str>,
+        channel: &Channel,
+        event: &str,
+        data: Value,
+    ) -> Result<(), ApiError> {
+        self.log
+            .append(AppendRequest {
+                tenant: tenant.to_string(),
+                user_id: user_id.map(str::to_string),
+                events: vec![NewEvent {
+                    channel: channel.clone(),
+                    event: event.to_string(),
+                    data: data.to_string(),
+                    expected_last_id: None,
+                    retention_ms: self.namespaces.retention(channel).as_millis() as i64,
+                }],
+                idempotency_key: None,
+                recipients: 0,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The core of transform-and-apply, run on the locked document: `op`, made
+/// against revision `base`, is transformed past `history` (the operations
+/// applied after `base`, in order; the incoming one is the first argument,
+/// so it inserts first on a tie, as in ot.js) and applied.
+pub fn decide(
+    op: &Operation,
+    base: u64,
+    doc: &DocumentRow,
+    history: &[String],
+) -> Result<Applied, ApiError> {
+    if base > doc.revision {
+        return Err(invalid_operation(OtError(format!(
+            "revision {base} is newer than the document's revision {}",
+            doc.revision
+        )))
+        .with_details(json!({ "revision": doc.revision })));
+    }
+    let mut op = op.clone();
+    for (i, stored) in history.iter().enumerate() {
+        let past = Operation::from_json(&parse_stored(stored)?)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored operation: {e}")))?;
+        if i == 0 && op.base_len() != past.base_len() {
+            return Err(invalid_operation(OtError(format!(
+                "operation spans {} characters but the document had {} at revision {base}",
+                op.base_len(),
+                past.base_len()
+            ))));
+        }
+        op = transform(&op, &past).map_err(invalid_operation)?.0;
+    }
+    let content = op.apply(&doc.content).map_err(invalid_operation)?;
+    if content.len() > MAX_DOCUMENT_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "The document would be {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+                content.len()
+            ),
+        )
+        .with_details(json!({ "limit": MAX_DOCUMENT_BYTES, "size": content.len() })));
+    }
+    Ok(Applied {
+        content,
+        ops: op.to_json().to_string(),
+    })
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`.
+pub fn is_valid_field(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+pub(super) fn invalid_operation(e: OtError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidOperation, e.0)
+}
+
+/// 409 `resource_locked`, naming the holder and the expiry.
+pub(super) fn resource_locked(lock: &LockRow) -> ApiError {
+    let expires_at = format_timestamp(lock.expires_at);
+    ApiError::new(
+        ErrorCode::ResourceLocked,
+        format!(
+            "{}:{} {} is locked by {} until {expires_at}",
+            lock.key.resource_type, lock.key.resource_id, lock.key.field, lock.user_id
+        ),
+    )
+    .with_details(json!({
+        "locked_by": { "user_id": lock.user_id, "name": lock.name },
+        "expires_at": expires_at,
+    }))
+}
+
+fn no_document() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "No document for this resource and field yet; start an edit session to create it",
+    )
+}
+
+fn parse_stored(ops: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(ops)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored operation is not JSON: {e}")))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(MAX_ID_LEN).collect()
+}
+
+/// Runs `work` to completion even if the caller stops waiting (a client
+/// that disconnects drops its request's future): once a change commits,
+/// its event must be appended, or readers would never see that revision.
+pub(super) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("edit task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(content: &str, revision: u64) -> DocumentRow {
+        DocumentRow {
+            content: content.into(),
+            revision,
+            updated_at: 0,
+        }
+    }
+
+    fn op(v: Value) -> Operation {
+        Operation::from_json(&v).unwrap()
+    }
+
+    fn code(r: Result<Applied, ApiError>) -> &'static str {
+        r.expect_err("refused").code().as_str()
+    }
+
+    #[test]
+    fn transforms_past_history_with_the_incoming_op_first() {
+        // Revision 1 inserted "Y" at 1 of "ab"; the incoming op, made at
+        // revision 0, inserts "X" at the same place and goes first.
+        let history = [json!([{"retain": 1}, {"insert": "Y"}, {"retain": 1}]).to_string()];
+        let incoming = op(json!([{"retain": 1}, {"insert": "X"}, {"retain": 1}]));
+        let applied = decide(&incoming, 0, &doc("aYb", 1), &history).unwrap();
+        assert_eq!(applied.content, "aXYb");
+        assert_eq!(
+            applied.ops,
+            json!([{"retain": 1}, {"insert": "X"}, {"retain": 2}]).to_string()
+        );
+    }
+
+    #[test]
+    fn refuses_inconsistent_operations() {
+        let d = doc("héllo", 2);
+        let two = [
+            json!([{"retain": 5}, {"insert": "!"}]).to_string(),
+            json!([{"retain": 6}]).to_string(),
+        ];
+        // Wrong base length, with and without history to transform past.
+        assert_eq!(
+            code(decide(&op(json!([{"retain": 4}])), 2, &d, &[])),
+            "invalid_operation"
+        );
+        assert_eq!(
+            code(decide(&op(json!([{"retain": 6}])), 0, &d, &two)),
+            "invalid_operation"
+        );
+        // Delete past the end.
+        let past_end = op(json!([{"retain": 3}, {"delete": 5}]));
+        assert_eq!(code(decide(&past_end, 2, &d, &[])), "invalid_operation");
+        // A revision from the future.
+        assert_eq!(
+            code(decide(&op(json!([{"retain": 5}])), 3, &d, &[])),
+            "invalid_operation"
+        );
+    }
+
+    #[test]
+    fn refuses_documents_over_the_cap() {
+        let big = "x".repeat(MAX_DOCUMENT_BYTES);
+        let grow = op(json!([{"retain": MAX_DOCUMENT_BYTES}, {"insert": "é"}]));
+        assert_eq!(
+            code(decide(&grow, 0, &doc(&big, 0), &[])),
+            "payload_too_large"
+        );
+        let same = op(json!([{"retain": MAX_DOCUMENT_BYTES - 1}, {"delete": 1}, {"insert": "y"}]));
+        assert!(
+            decide(&same, 0, &doc(&big, 0), &[]).is_ok(),
+            "exactly 1 MiB is allowed"
+        );
+    }
+
+    #[test]
+    fn fields() {
+        assert!(is_valid_field("description"));
+        assert!(is_valid_field("a.b-c_D9"));
+        assert!(!is_valid_field(""));
+        assert!(!is_valid_field("a b"));
+        assert!(!is_valid_field("a:b"));
+        assert!(!is_valid_field(&"x".repeat(65)));
+    }
+}
