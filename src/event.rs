@@ -1,8 +1,8 @@
 //! Events: what the log stores and every transport delivers (PROTOCOL §3).
 //!
 //! An [`Event`] is immutable once appended; its envelope JSON is rendered
-//! once, when the event is built, so fan-out to many readers never
-//! re-serializes. Invariant: `data` is compact JSON (no newlines), so an
+//! once, when the event is built (with its SSE frame), so fan-out to many
+//! readers never re-serializes or copies per reader. Invariant: `data` is compact JSON (no newlines), so an
 //! envelope always fits on one SSE `data:` line.
 
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Event {
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
     envelope: String,
+    /// `id: N\ndata: <envelope>\n\n`, shared by every SSE stream it goes to.
+    sse_frame: bytes::Bytes,
 }
 
 #[derive(Serialize)]
@@ -68,6 +70,7 @@ impl Event {
             timestamp: format_timestamp(timestamp_ms),
         })
         .expect("envelope serializes");
+        let sse_frame = bytes::Bytes::from(format!("id: {id}\ndata: {envelope}\n\n"));
         Arc::new(Self {
             id,
             tenant,
@@ -77,12 +80,18 @@ impl Event {
             user_id,
             timestamp_ms,
             envelope,
+            sse_frame,
         })
     }
 
     /// The envelope JSON, one line.
     pub fn envelope(&self) -> &str {
         &self.envelope
+    }
+
+    /// The event as one SSE frame (cheap to clone: reference-counted).
+    pub fn sse_frame(&self) -> &bytes::Bytes {
+        &self.sse_frame
     }
 }
 

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep};
 
 /// How long before `exp` the warning goes out.
 pub const WARNING: Duration = Duration::from_secs(300);
@@ -14,6 +16,9 @@ pub const WARNING: Duration = Duration::from_secs(300);
 pub struct TokenExpiry {
     expires_at: Instant,
     warned: bool,
+    /// One timer for the stream's life, moved on after each notice, so a
+    /// stream's event loop does not register a timer per wake-up.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// What [`TokenExpiry::next`] announces.
@@ -28,25 +33,21 @@ impl TokenExpiry {
     /// For a token whose `exp` is `exp_secs` (seconds since the epoch).
     pub fn new(exp_secs: i64) -> Self {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let left = Duration::from_millis(
-            exp_secs.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64,
-        );
+        let left = Duration::from_millis(exp_secs.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64);
+        let expires_at = Instant::now() + left;
         Self {
-            expires_at: Instant::now() + left,
+            expires_at,
             warned: false,
+            timer: Box::pin(tokio::time::sleep_until(expires_at.checked_sub(WARNING).unwrap_or(expires_at))),
         }
     }
 
     /// Waits for the next notice. Cancel-safe: state changes only on return.
     pub async fn next(&mut self) -> Notice {
+        self.timer.as_mut().await;
         if !self.warned {
-            tokio::time::sleep_until(
-                self.expires_at
-                    .checked_sub(WARNING)
-                    .unwrap_or(self.expires_at),
-            )
-            .await;
             self.warned = true;
+            self.timer.as_mut().reset(self.expires_at);
             let left = self.expires_at.saturating_duration_since(Instant::now());
             let expires_in = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             return Notice::Expiring(json!({
@@ -55,7 +56,6 @@ impl TokenExpiry {
                 "data": { "expires_in": expires_in },
             }));
         }
-        tokio::time::sleep_until(self.expires_at).await;
         Notice::Expired(json!({ "type": "system", "event": "token.expired" }))
     }
 }

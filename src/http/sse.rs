@@ -89,9 +89,16 @@ async fn sse(
         let _slot = slot;
         let _online = online;
         let mut expiry = TokenExpiry::new(who.expires_at);
+        // One timer for keep-alives, not one per wake-up: it ticks every half
+        // interval and a ping goes out when nothing was written since the
+        // last tick, so an idle stream hears from us at least once an interval.
+        let half = app.keepalive / 2;
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote = false;
         yield Ok::<Bytes, Infallible>(Bytes::from(head));
         loop {
-            let next = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = app.shutdown.cancelled() => {
                     yield Ok(Bytes::from_static(b"data: {\"type\":\"system\",\"event\":\"server.shutdown\"}\n\n"));
@@ -99,32 +106,32 @@ async fn sse(
                 }
                 notice = expiry.next() => match notice {
                     Notice::Expiring(message) => {
+                        wrote = true;
                         yield Ok(Bytes::from(format!("data: {message}\n\n")));
-                        continue;
                     }
                     Notice::Expired(message) => {
                         yield Ok(Bytes::from(format!("data: {message}\n\n")));
                         break;
                     }
                 },
-                next = tokio::time::timeout(app.keepalive, reader.next(BATCH)) => next,
-            };
-            match next {
-                Err(_idle) => yield Ok(Bytes::from_static(b": ping\n\n")),
-                Ok(Ok(events)) => {
-                    let mut frames = String::with_capacity(events.iter().map(|e| e.envelope().len() + 24).sum());
-                    for event in &events {
-                        let _ = write!(frames, "id: {}\ndata: {}\n\n", event.id, event.envelope());
+                _ = keepalive.tick() => {
+                    if !std::mem::take(&mut wrote) {
+                        yield Ok(Bytes::from_static(b": ping\n\n"));
                     }
-                    app.metrics.events_delivered(events.len() as u64);
-                    yield Ok(Bytes::from(frames));
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "sse stream ended: storage read failed");
-                    let error = ApiError::Storage(e).body(&request_id);
-                    yield Ok(Bytes::from(format!("data: {error}\n\n")));
-                    break;
-                }
+                next = reader.next(BATCH) => match next {
+                    Ok(events) => {
+                        wrote = true;
+                        app.metrics.events_delivered(events.len() as u64);
+                        yield Ok(frames(&events));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sse stream ended: storage read failed");
+                        let error = ApiError::Storage(e).body(&request_id);
+                        yield Ok(Bytes::from(format!("data: {error}\n\n")));
+                        break;
+                    }
+                },
             }
         }
     };
@@ -135,4 +142,16 @@ async fn sse(
         .body(Body::from_stream(body))
         .expect("static headers are valid");
     Ok(with_rate_headers(response, rate))
+}
+
+/// Events as SSE frames in one buffer: one event is its shared frame, as is.
+fn frames(events: &[std::sync::Arc<crate::event::Event>]) -> Bytes {
+    if let [one] = events {
+        return one.sse_frame().clone();
+    }
+    let mut buf = bytes::BytesMut::with_capacity(events.iter().map(|e| e.sse_frame().len()).sum());
+    for event in events {
+        buf.extend_from_slice(event.sse_frame());
+    }
+    buf.freeze()
 }
