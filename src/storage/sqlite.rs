@@ -1,5 +1,6 @@
-//! The SQLite log: the embedded default (WAL; the log's writer commits with
-//! `synchronous=FULL`, everything else with `NORMAL`).
+//! The SQLite log: the embedded default (WAL; log appends commit with
+//! `synchronous=FULL`, everything else with `NORMAL`; all writes share one
+//! connection).
 //!
 //! Appends take `BEGIN IMMEDIATE`, the database's one write lock, so the
 //! pruner and the writer never trip over each other's snapshots. Channel
@@ -22,17 +23,18 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
 use super::{
     AppendOutcome, AppendRequest, CursorExpired, IDEMPOTENCY_WINDOW_MS, Result, Storage,
-    event_from_row,
+    StorageError, event_from_row,
 };
 use crate::event::Event;
 
 pub struct SqliteStorage {
-    /// Reads and the side tables (presence, editing): `synchronous=NORMAL`,
-    /// durable across process crashes, synced at checkpoints.
+    /// Every write (the log, presence, editing, pruning) on ONE connection.
+    /// SQLite has a single write lock and its busy handler sleeps and retries
+    /// unfairly: writers on several connections starve each other into
+    /// "database is locked". One connection makes writes a FIFO queue.
     pool: SqlitePool,
-    /// The event log's one writer: `synchronous=FULL`, so a publish is on
-    /// disk (its WAL frames and all before them) when it is acknowledged.
-    log_pool: SqlitePool,
+    /// Reads of the log (the hot path of every stream and poll).
+    read_pool: SqlitePool,
 }
 
 impl SqliteStorage {
@@ -47,29 +49,22 @@ impl SqliteStorage {
             })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        if memory {
-            // An in-memory database lives and dies with its one connection.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
-            return Ok(Self {
-                log_pool: pool.clone(),
-                pool,
-            });
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.clone())
-            .await?;
-        let log_pool = SqlitePoolOptions::new()
+        let single = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Full))
-            .await?;
-        Ok(Self { pool, log_pool })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+        let pool = single.connect_with(options.clone()).await?;
+        // An in-memory database lives and dies with its one connection.
+        let read_pool = if memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?
+        };
+        Ok(Self { pool, read_pool })
     }
 }
 
@@ -92,10 +87,24 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
-        let mut tx = self.log_pool.begin_with("BEGIN IMMEDIATE").await?;
-        let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let mut conn = self.pool.acquire().await?;
+        // Side tables commit with NORMAL (durable across process crashes);
+        // the log commits with FULL, so an acknowledged publish is on disk
+        // (its WAL frames, and every frame before them).
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let appended = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
+            tx.commit().await?;
+            Ok::<_, StorageError>(outcomes)
+        }
+        .await;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        appended
     }
 
     async fn read(
@@ -114,7 +123,7 @@ impl Storage for SqliteStorage {
         .bind(channel_list(channels))
         .bind(after as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read_pool)
         .await?;
         Ok(rows.into_iter().map(event_from_row).collect())
     }
@@ -126,7 +135,7 @@ impl Storage for SqliteStorage {
         )
         .bind(after as i64)
         .bind(through as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read_pool)
         .await?;
         Ok(rows.into_iter().map(event_from_row).collect())
     }
@@ -147,14 +156,14 @@ impl Storage for SqliteStorage {
         .bind(channel_list(channels))
         .bind(since_ms)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read_pool)
         .await?;
         Ok(rows.into_iter().map(event_from_row).collect())
     }
 
     async fn head(&self) -> Result<u64> {
         let (id,): (i64,) = sqlx::query_as("SELECT last_id FROM log_head WHERE singleton = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read_pool)
             .await?;
         Ok(id as u64)
     }
@@ -172,7 +181,7 @@ impl Storage for SqliteStorage {
         .bind(tenant)
         .bind(channel_list(channels))
         .bind(cursor as i64)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read_pool)
         .await?;
         let Some(pruned) = pruned else {
             return Ok(None);
@@ -184,7 +193,7 @@ impl Storage for SqliteStorage {
         .bind(tenant)
         .bind(channel_list(channels))
         .bind(cursor as i64)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read_pool)
         .await?;
         Ok(Some(CursorExpired {
             oldest_id: oldest.unwrap_or(pruned + 1) as u64,
@@ -215,13 +224,13 @@ impl Storage for SqliteStorage {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.read_pool).await?;
         Ok(())
     }
 
     async fn close(&self) {
         self.pool.close().await;
-        self.log_pool.close().await;
+        self.read_pool.close().await;
     }
 }
 
