@@ -181,11 +181,20 @@ pub async fn follow(
     });
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Backends without notifications return from `listen` at once: then only
+    // the tick is left (a closed channel would otherwise answer every poll).
+    let mut listening = true;
     loop {
         let hinted = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => 0,
-            head = heads.recv() => head.unwrap_or(0),
+            head = heads.recv(), if listening => match head {
+                Some(head) => head,
+                None => {
+                    listening = false;
+                    continue;
+                }
+            },
         };
         if hinted != 0 && hinted <= hub.head() {
             continue; // our own append, or one already seen
