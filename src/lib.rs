@@ -134,9 +134,7 @@ pub async fn serve(
     }
 
     let app = http::router(state, config.cors_origins.as_deref());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    http::server::serve(listener, app, shutdown.clone()).await;
     tracing::info!("connections closed; finishing queued appends");
     let _ = lock_expiry.await;
     log.close().await;

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod poll;
 pub mod presence;
 pub mod publish;
+pub mod server;
 pub mod sse;
 pub mod ws;
 
