@@ -33,12 +33,16 @@ impl TokenExpiry {
     /// For a token whose `exp` is `exp_secs` (seconds since the epoch).
     pub fn new(exp_secs: i64) -> Self {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let left = Duration::from_millis(exp_secs.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64);
+        let left = Duration::from_millis(
+            exp_secs.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64,
+        );
         let expires_at = Instant::now() + left;
         Self {
             expires_at,
             warned: false,
-            timer: Box::pin(tokio::time::sleep_until(expires_at.checked_sub(WARNING).unwrap_or(expires_at))),
+            timer: Box::pin(tokio::time::sleep_until(
+                expires_at.checked_sub(WARNING).unwrap_or(expires_at),
+            )),
         }
     }
 
