@@ -516,6 +516,37 @@ async fn edit_messages_are_acked_and_seen_by_sse_and_poll(backend: Backend) {
     assert_eq!(ws.expect().await["code"], "invalid_operation");
 }
 
+async fn frames_are_limited_to_100_a_second_per_connection(backend: Backend) {
+    let server = Server::start_with(&backend, &[("SWITCHYARD_RATE_LIMITS", "on")]).await;
+    let mut ws = Ws::connect(&server, &token("alice")).await;
+    ws.expect().await;
+    // Sent back to back, far faster than the quota refills (one per 10 ms).
+    let started = std::time::Instant::now();
+    for n in 0..101 {
+        ws.send(json!({"type": "ping", "ack_id": n})).await;
+    }
+    let mut pongs = 0;
+    let refused = loop {
+        let message = ws.expect().await;
+        match message["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") => break message,
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    };
+    let refill = (started.elapsed().as_millis() / 10) as i32;
+    assert!(
+        (100..=100 + refill).contains(&pongs),
+        "{pongs} frames passed; the limit is 100 a second"
+    );
+    assert_eq!(refused["code"], "rate_limit_exceeded");
+    assert_eq!(refused["details"]["limit"], 100);
+    // Still open: the next frame after a pause is answered.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ws.send(json!({"type": "ping", "ack_id": "after"})).await;
+    assert_eq!(ws.expect().await["ack_id"], "after");
+}
+
 on_both_backends!(
     bad_or_missing_tokens_are_refused_at_the_handshake,
     the_first_message_is_connected_with_a_connection_id,
@@ -529,4 +560,5 @@ on_both_backends!(
     open_streams_are_counted_across_sse_and_websocket,
     an_expiring_token_closes_the_socket_after_telling_the_client,
     edit_messages_are_acked_and_seen_by_sse_and_poll,
+    frames_are_limited_to_100_a_second_per_connection,
 );
