@@ -196,8 +196,12 @@ pub async fn follow(
                 }
             },
         };
-        if hinted != 0 && hinted <= hub.head() {
-            continue; // our own append, or one already seen
+        if hinted != 0 {
+            // A notification carries the new head: no need to ask for it.
+            if hinted > hub.head() {
+                catch_up(&hub, storage.as_ref(), hinted).await;
+            }
+            continue;
         }
         match storage.head().await {
             Ok(head) => catch_up(&hub, storage.as_ref(), head).await,
