@@ -29,9 +29,11 @@ pub struct Event {
     pub user_id: Option<String>,
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
-    envelope: String,
-    /// `id: N\ndata: <envelope>\n\n`, shared by every SSE stream it goes to.
+    /// `id: N\ndata: <envelope>\n\n`, shared by every SSE stream it goes to;
+    /// the envelope is a slice of it, so an event is held in memory once.
     sse_frame: bytes::Bytes,
+    /// Where the envelope starts in `sse_frame` (it ends 2 bytes before the end).
+    envelope_at: usize,
 }
 
 #[derive(Serialize)]
@@ -70,7 +72,9 @@ impl Event {
             timestamp: format_timestamp(timestamp_ms),
         })
         .expect("envelope serializes");
-        let sse_frame = bytes::Bytes::from(format!("id: {id}\ndata: {envelope}\n\n"));
+        let prefix = format!("id: {id}\ndata: ");
+        let envelope_at = prefix.len();
+        let sse_frame = bytes::Bytes::from(prefix + &envelope + "\n\n");
         Arc::new(Self {
             id,
             tenant,
@@ -79,14 +83,15 @@ impl Event {
             data,
             user_id,
             timestamp_ms,
-            envelope,
             sse_frame,
+            envelope_at,
         })
     }
 
     /// The envelope JSON, one line.
     pub fn envelope(&self) -> &str {
-        &self.envelope
+        let json = &self.sse_frame[self.envelope_at..self.sse_frame.len() - 2];
+        std::str::from_utf8(json).expect("the frame was built from a String")
     }
 
     /// The event as one SSE frame (cheap to clone: reference-counted).
