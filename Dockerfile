@@ -7,7 +7,9 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY openapi.yaml ./openapi.yaml
-RUN cargo build --release --locked --bin switchyard
+# The workspace lists the load generator; cargo needs its manifest to resolve.
+COPY bench ./bench
+RUN cargo build --release --locked -p switchyard --bin switchyard
 
 FROM debian:bookworm-slim
 RUN apt-get update \
