@@ -22,9 +22,9 @@ use crate::channel::{Channel, Namespaces};
 use crate::error::ApiError;
 use crate::event::{NewEvent, encode_data, format_timestamp, now_ms};
 use crate::log::EventLog;
-use crate::storage::AppendRequest;
 use crate::storage::Storage;
 use crate::storage::presence::{Session, TypingKey, UserKey, UserPresence};
+use crate::storage::{AppendRequest, StorageError};
 
 /// A typing state not refreshed within this ends by itself.
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
@@ -41,6 +41,9 @@ pub struct Presence {
     node_id: String,
     ttl: Duration,
     away_after: Duration,
+    /// When this node last renewed each polling user's session; entries
+    /// older than a TTL are dropped by the sweep, so it holds active pollers only.
+    recent_polls: std::sync::Mutex<std::collections::HashMap<UserKey, i64>>,
 }
 
 /// Held by an open stream; dropping it starts the user's TTL grace.
@@ -65,8 +68,14 @@ impl Drop for PresenceGuard {
                 open: false,
                 expires_at,
             };
-            if let Err(e) = presence.storage.put_session(session).await {
-                tracing::warn!(error = %e, "could not record a closed stream for presence");
+            match presence.storage.put_session(session).await {
+                Ok(()) => {}
+                // Shutting down: the node's heartbeat stops too, so the
+                // session still ends after the TTL.
+                Err(StorageError(sqlx::Error::PoolClosed)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record a closed stream for presence")
+                }
             }
         });
     }
@@ -142,6 +151,7 @@ impl Presence {
             node_id: uuid::Uuid::new_v4().to_string(),
             ttl,
             away_after,
+            recent_polls: Default::default(),
         }
     }
 
@@ -188,6 +198,18 @@ impl Presence {
         }
         let user = key(who);
         let now = now_ms();
+        // A client polling back to back renews its session at most a few
+        // times per TTL: the write is what keeps it online, not each poll.
+        let renew_every = (self.ttl / 4).as_millis() as i64;
+        {
+            let mut recent = self.recent_polls.lock().expect("recent polls lock");
+            match recent.get(&user) {
+                Some(&at) if now - at < renew_every => return Ok(()),
+                _ => {
+                    recent.insert(user.clone(), now);
+                }
+            }
+        }
         let session = Session {
             user: &user,
             session_id: "poll",
@@ -561,6 +583,11 @@ impl Presence {
 
     async fn sweep(&self) -> Result<(), ApiError> {
         let now = now_ms();
+        let ttl = self.ttl.as_millis() as i64;
+        self.recent_polls
+            .lock()
+            .expect("recent polls lock")
+            .retain(|_, at| now - *at < ttl);
         self.storage
             .heartbeat_node(&self.node_id, self.expiry(now))
             .await?;
