@@ -1,1 +1,151 @@
-fn main() {}
+//! `switchyard-bench`: the load generator behind BENCHMARKS.md.
+//!
+//! One binary drives Switchyard and its peer Nchan with the same client code,
+//! so a ratio between them measures the servers, not two different tools:
+//!
+//! - `fanout`: N SSE subscribers on one channel, an open-loop publisher at R
+//!   events/s; publish→receive latency in HDR histograms, loss and duplicates
+//!   by sequence number. `--capacity` steps R up until loss or p99 ≥ 100 ms.
+//! - `idle`: N idle SSE streams; the server's RSS per stream, then one
+//!   broadcast that every stream must receive.
+//! - `longpoll`: C keep-alive connections polling back to back with an event
+//!   waiting.
+//! - `publish`: C publishers POSTing batches of B events (durable throughput).
+//! - `summarize`: medians and ratios over the JSON lines the others append
+//!   with `--out`.
+//!
+//! The client measures its own CPU (getrusage) and flags a run INVALID when it
+//! used more than 85% of a core: past that it measures itself.
+
+mod clock;
+mod closed;
+mod conn;
+mod fanout;
+mod idle;
+mod longpoll;
+mod publish;
+mod publisher;
+mod report;
+mod sse;
+mod target;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-bench",
+    about = "Load generator for Switchyard and Nchan: fan-out, idle streams, long polling, durable publish"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N SSE subscribers on one channel, open-loop publisher at R events/s.
+    Fanout(fanout::FanoutArgs),
+    /// N idle SSE streams: server RSS per stream, then one broadcast to all.
+    Idle(idle::IdleArgs),
+    /// C keep-alive connections polling back to back with an event waiting.
+    Longpoll(longpoll::LongpollArgs),
+    /// C publishers POSTing batches of B events for D seconds.
+    Publish(publish::PublishArgs),
+    /// Medians per scenario and label, and ratios against Nchan, from --out files.
+    Summarize(report::SummarizeArgs),
+}
+
+/// Options every load scenario shares.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// Server kind: `switchyard` or `nchan`.
+    #[arg(long, default_value = "switchyard")]
+    pub target: target::Kind,
+    /// Base URL (http://host:port); repeat for several nodes (subscribers
+    /// round-robin over them, publishes go to the first).
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    pub urls: Vec<String>,
+    /// With several URLs: subscribe only on the nodes after the first, so
+    /// every delivery crosses nodes (publish on one, read on another).
+    #[arg(long)]
+    pub cross_node: bool,
+    /// HS256 secret to mint Switchyard tokens with.
+    #[arg(long, env = "SWITCHYARD_JWT_SECRET", default_value = "bench-secret")]
+    pub secret: String,
+    /// Channel: Switchyard `feed:bench`; Nchan `bench` plus a per-run suffix
+    /// (Nchan replays its buffer to new subscribers) unless given.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Name of this row in results (default: the target kind).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Append one JSON line with the results to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Server process(es) whose CPU (and for `idle` RSS) to read from /proc.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// Spread connections over source addresses 127.0.0.1 .. 127.0.0.N
+    /// (about 28k connections per source address and target).
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: u8,
+    /// Client worker threads (default: CPUs this process may run on; 1 runs a
+    /// single-threaded runtime).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Bytes of padding added to each event's data.
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+}
+
+impl Common {
+    pub fn label(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| self.target.to_string())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    clock::init();
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Fanout(a) => a.common.threads,
+        Command::Idle(a) => a.common.threads,
+        Command::Longpoll(a) => a.common.threads,
+        Command::Publish(a) => a.common.threads,
+        Command::Summarize(a) => return report::summarize(a),
+    };
+    conn::raise_nofile_limit();
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // One thread: a current-thread runtime has no cross-thread wake-ups,
+    // which is what a client pinned to one core wants.
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Fanout(a) => fanout::run(a).await,
+            Command::Idle(a) => idle::run(a).await,
+            Command::Longpoll(a) => longpoll::run(a).await,
+            Command::Publish(a) => publish::run(a).await,
+            Command::Summarize(_) => unreachable!(),
+        }
+    })
+}

@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# Switchyard vs Nchan, side by side on one machine.
+#
+#   bench/run.sh [fanout|idle|longpoll|publish|all]
+#
+# Servers run pinned to one core (SERVER_CPU, default 0): Nchan with one
+# nginx worker, Switchyard with TOKIO_WORKER_THREADS=1. The load generator
+# runs pinned to the other (CLIENT_CPU, default 1). Every scenario runs RUNS
+# times (default 3) per target, alternating targets, each run on a freshly
+# started server with a fresh database. Medians and Switchyard/Nchan ratios
+# are printed at the end and saved with the raw results under
+# bench-results/<timestamp>/ (git-ignored).
+#
+# Sizes (environment):
+#   RUNS=3
+#   FANOUT_SUBS=1000 FANOUT_STEP_SECS=5 FANOUT_START_RATE=20 FANOUT_STEP_FACTOR=1.25
+#   FANOUT_LATENCY_SECS=10    fixed-rate run at half of Switchyard's capacity
+#   IDLE_STREAMS=10000 IDLE_SETTLE_SECS=5
+#   LONGPOLL_CONNS=50 LONGPOLL_SECS=10
+#   PUBLISH_CONNS=8 PUBLISH_BATCH=100 PUBLISH_SECS=10 NCHAN_PUBLISH_CONNS=8
+#   SWITCHYARD_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
+#       adds Postgres rows (label switchyard-pg) to `publish`; the database
+#       switchyard_bench on that server is dropped and recreated per run.
+#   BENCH_PG_ALL=1            Postgres rows for every scenario, not only publish
+#   SY_PORT=8080 NCHAN_PORT=8091 SERVER_CPU=0 CLIENT_CPU=1
+#   SKIP_BUILD=1              use the release binaries as they are
+#   SWITCHYARD_BIN=path       benchmark this server binary (e.g. an older
+#                             build) instead of the one just built
+#   BENCH_NICE=-10            scheduling priority of servers and client (both
+#                             targets alike): on a machine shared with busy
+#                             processes, otherwise they measure the neighbours
+#   QUIET_IDLE_PCT=60 QUIET_WAIT_SECS=30
+#                             before each run, wait up to QUIET_WAIT_SECS for
+#                             the machine to be at least QUIET_IDLE_PCT idle
+set -euo pipefail
+
+SCENARIO=${1:-all}
+case "$SCENARIO" in
+fanout | idle | longpoll | publish | all) ;;
+*)
+  echo "usage: $0 [fanout|idle|longpoll|publish|all]" >&2
+  exit 2
+  ;;
+esac
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=${RUNS:-3}
+FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FANOUT_STEP_SECS=${FANOUT_STEP_SECS:-5}
+FANOUT_START_RATE=${FANOUT_START_RATE:-20}
+FANOUT_STEP_FACTOR=${FANOUT_STEP_FACTOR:-1.25}
+FANOUT_LATENCY_SECS=${FANOUT_LATENCY_SECS:-10}
+IDLE_STREAMS=${IDLE_STREAMS:-10000}
+IDLE_SETTLE_SECS=${IDLE_SETTLE_SECS:-5}
+LONGPOLL_CONNS=${LONGPOLL_CONNS:-50}
+LONGPOLL_SECS=${LONGPOLL_SECS:-10}
+PUBLISH_CONNS=${PUBLISH_CONNS:-8}
+PUBLISH_BATCH=${PUBLISH_BATCH:-100}
+PUBLISH_SECS=${PUBLISH_SECS:-10}
+NCHAN_PUBLISH_CONNS=${NCHAN_PUBLISH_CONNS:-8}
+PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-}
+BENCH_PG_ALL=${BENCH_PG_ALL:-0}
+SY_PORT=${SY_PORT:-8080}
+NCHAN_PORT=${NCHAN_PORT:-8091}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+SECRET=${SWITCHYARD_BENCH_SECRET:-switchyard-bench-secret-0123456789}
+BENCH_NICE=${BENCH_NICE:--10}
+QUIET_IDLE_PCT=${QUIET_IDLE_PCT:-60}
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-30}
+PRIO=(nice -n "$BENCH_NICE")
+if ! "${PRIO[@]}" true 2>/dev/null; then PRIO=(); fi
+
+OUT="$REPO/bench-results/$(date +%Y%m%d-%H%M%S)-$SCENARIO"
+RESULTS="$OUT/results.jsonl"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")
+# Copies of the release binaries taken after the build, so that a rebuild in
+# the shared target directory cannot change them halfway through.
+BENCH="$WORK/bin/switchyard-bench"
+SERVER="$WORK/bin/switchyard"
+mkdir -p "$OUT"
+
+SY_PID=""
+NCHAN_DIR=""
+NCHAN_MASTER=""
+NCHAN_WORKER=""
+SERVER_PID=""
+PROBLEMS="$OUT/server-problems.txt"
+: >"$PROBLEMS"
+
+log() { printf '\n== %s\n' "$*" | tee -a "$OUT/run.log"; }
+
+# --- setup ---------------------------------------------------------------
+
+ensure_nchan() {
+  if command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+    return
+  fi
+  log "installing Nchan (nginx-light, libnginx-mod-nchan)"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-nchan
+}
+
+build() {
+  if [ "${SKIP_BUILD:-0}" = 1 ]; then return; fi
+  log "building release binaries"
+  (cd "$REPO" && cargo build --release -p switchyard -p switchyard-bench)
+}
+
+snapshot_binaries() {
+  mkdir -p "$WORK/bin"
+  cp "${SWITCHYARD_BIN:-$REPO/target/release/switchyard}" "$WORK/bin/switchyard"
+  cp "$REPO/target/release/switchyard-bench" "$WORK/bin/"
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_port() { # port, seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    if ! port_free "$1"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# Whole-machine idle share over one second, %.
+cpu_idle_pct() {
+  local u n s i w x y z t1 i1 t2 i2
+  read -r _ u n s i w x y z _ </proc/stat
+  t1=$((u + n + s + i + w + x + y + z)) i1=$((i + w))
+  sleep 1
+  read -r _ u n s i w x y z _ </proc/stat
+  t2=$((u + n + s + i + w + x + y + z)) i2=$((i + w))
+  echo $((100 * (i2 - i1) / (t2 - t1 > 0 ? t2 - t1 : 1)))
+}
+
+# Waits (bounded) for other processes to leave the CPUs mostly idle.
+wait_quiet() {
+  local k idle=0
+  for ((k = 0; k < QUIET_WAIT_SECS; k++)); do
+    idle=$(cpu_idle_pct)
+    if ((idle >= QUIET_IDLE_PCT)); then break; fi
+  done
+  QUIET_NOTE="machine ${idle}% idle before the run"
+}
+
+# --- servers ---------------------------------------------------------------
+
+start_nchan() {
+  port_free "$NCHAN_PORT" || { echo "port $NCHAN_PORT is in use: stop what listens there" >&2; exit 1; }
+  NCHAN_DIR="$WORK/nchan"
+  rm -rf "$NCHAN_DIR"
+  mkdir -p "$NCHAN_DIR/logs" "$NCHAN_DIR/body"
+  sed -e "s#/tmp/nchan/#$NCHAN_DIR/#g" -e "s#127.0.0.1:8091#127.0.0.1:$NCHAN_PORT#" \
+    "$REPO/../shared/peers/nchan.conf" >"$NCHAN_DIR/nchan.conf"
+  "${PRIO[@]}" taskset -c "$SERVER_CPU" nginx -c "$NCHAN_DIR/nchan.conf" -p "$NCHAN_DIR/"
+  wait_port "$NCHAN_PORT" 10 || { echo "nchan did not start" >&2; exit 1; }
+  NCHAN_MASTER=$(cat "$NCHAN_DIR/nginx.pid")
+  NCHAN_WORKER=$(pgrep -P "$NCHAN_MASTER" | head -n1)
+  SERVER_PID=$NCHAN_WORKER
+}
+
+stop_nchan() {
+  [ -n "$NCHAN_MASTER" ] || return 0
+  nginx -s quit -c "$NCHAN_DIR/nchan.conf" -p "$NCHAN_DIR/" >/dev/null 2>&1 || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$NCHAN_MASTER" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$NCHAN_MASTER" 2>/dev/null; then
+    echo "nchan did not quit within 10 s; killed" | tee -a "$PROBLEMS"
+    kill -KILL "$NCHAN_MASTER" "$NCHAN_WORKER" 2>/dev/null || true
+  fi
+  if [ -s "$NCHAN_DIR/logs/error.log" ] && grep -qE '\[(error|crit|alert|emerg)\]' "$NCHAN_DIR/logs/error.log"; then
+    cp "$NCHAN_DIR/logs/error.log" "$OUT/nchan-error-$(date +%s).log"
+  fi
+  NCHAN_MASTER=""
+  NCHAN_WORKER=""
+}
+
+pg_bench_url() {
+  local base=${PG_URL%%\?*}
+  echo "${base%/*}/switchyard_bench"
+}
+
+# start_switchyard sqlite|postgres RUNTAG
+start_switchyard() {
+  port_free "$SY_PORT" || { echo "port $SY_PORT is in use: stop what listens there" >&2; exit 1; }
+  local db
+  if [ "$1" = postgres ]; then
+    psql -q "$PG_URL" -c 'DROP DATABASE IF EXISTS switchyard_bench WITH (FORCE)' >/dev/null
+    psql -q "$PG_URL" -c 'CREATE DATABASE switchyard_bench' >/dev/null
+    db=$(pg_bench_url)
+  else
+    rm -f "$WORK"/switchyard.db*
+    db="sqlite://$WORK/switchyard.db"
+  fi
+  SY_LOG="$OUT/switchyard-$2.log"
+  TOKIO_WORKER_THREADS=1 SWITCHYARD_JWT_SECRET="$SECRET" SWITCHYARD_DATABASE_URL="$db" \
+    SWITCHYARD_RATE_LIMITS=off RUST_LOG=warn SWITCHYARD_LISTEN="127.0.0.1:$SY_PORT" \
+    "${PRIO[@]}" taskset -c "$SERVER_CPU" "$SERVER" serve >"$SY_LOG" 2>&1 &
+  SY_PID=$!
+  if ! wait_port "$SY_PORT" 60; then
+    echo "switchyard did not start; its log:" >&2
+    cat "$SY_LOG" >&2
+    exit 1
+  fi
+  SERVER_PID=$SY_PID
+}
+
+stop_switchyard() {
+  [ -n "$SY_PID" ] || return 0
+  if ! kill -0 "$SY_PID" 2>/dev/null; then
+    echo "switchyard (pid $SY_PID) had exited before the end of its run: see $(basename "$SY_LOG")" | tee -a "$PROBLEMS"
+  fi
+  kill -TERM "$SY_PID" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$SY_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$SY_PID" 2>/dev/null; then
+    echo "switchyard did not exit within 15 s of SIGTERM; killed" | tee -a "$PROBLEMS"
+    kill -KILL "$SY_PID" 2>/dev/null || true
+  fi
+  wait "$SY_PID" 2>/dev/null || true
+  local plain="$SY_LOG.txt"
+  sed 's/\x1b\[[0-9;]*m//g' "$SY_LOG" >"$plain"
+  if grep -qE ' (ERROR|WARN) ' "$plain"; then
+    echo "$(basename "$SY_LOG"): $(grep -cE ' ERROR ' "$plain") ERROR and $(grep -cE ' WARN ' "$plain") WARN lines; first ERROR: $(grep -m1 -E ' ERROR ' "$plain" | cut -c1-300)" | tee -a "$PROBLEMS"
+  fi
+  mv "$plain" "$SY_LOG"
+  SY_PID=""
+}
+
+cleanup() {
+  set +e
+  stop_switchyard
+  stop_nchan
+  if [ -n "$PG_URL" ]; then
+    psql -q "$PG_URL" -c 'DROP DATABASE IF EXISTS switchyard_bench WITH (FORCE)' >/dev/null 2>&1
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- one run ---------------------------------------------------------------
+
+RUN_NO=0
+# run_target LABEL SCENARIO ARGS... : starts the server LABEL names, runs the
+# client pinned to CLIENT_CPU, stops the server.
+run_target() {
+  local label=$1
+  shift
+  RUN_NO=$((RUN_NO + 1))
+  wait_quiet
+  local url
+  case "$label" in
+  nchan)
+    start_nchan
+    url="http://127.0.0.1:$NCHAN_PORT"
+    ;;
+  switchyard) start_switchyard sqlite "$RUN_NO" ;;
+  switchyard-pg) start_switchyard postgres "$RUN_NO" ;;
+  esac
+  case "$label" in
+  switchyard*) url="http://127.0.0.1:$SY_PORT" ;;
+  esac
+  local kind=${label%%-*}
+  sleep 1
+  log "run $RUN_NO: $label: $* ($QUIET_NOTE)"
+  local cmd=(env RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "${PRIO[@]}" taskset -c "$CLIENT_CPU" "$BENCH" "$@" --target "$kind" --url "$url" --secret "$SECRET"
+    --label "$label" --server-pid "$SERVER_PID" --out "$RESULTS")
+  echo "${cmd[*]}" | sed "s#env RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 ##; s#$WORK/bin/#target/release/#; s#--out [^ ]*#--out results.jsonl#" >>"$OUT/commands.txt"
+  "${cmd[@]}" 2>&1 | tee -a "$OUT/run.log" || echo "client failed: $label $*" | tee -a "$PROBLEMS"
+  case "$label" in
+  nchan) stop_nchan ;;
+  *) stop_switchyard ;;
+  esac
+}
+
+# Labels of Switchyard rows for a scenario.
+switchyard_labels() {
+  if [ -n "$PG_URL" ] && { [ "$1" = publish ] || [ "$BENCH_PG_ALL" = 1 ]; }; then
+    echo switchyard switchyard-pg
+  else
+    echo switchyard
+  fi
+}
+
+# each_run SCENARIO ARGS... : RUNS rounds, alternating which target goes first.
+each_run() {
+  local scenario=$1
+  shift
+  local r labels
+  for ((r = 1; r <= RUNS; r++)); do
+    labels="nchan $(switchyard_labels "$scenario")"
+    if ((r % 2 == 1)); then labels="$(switchyard_labels "$scenario") nchan"; fi
+    for label in $labels; do
+      if [ "$scenario" = publish ] && [ "$label" = nchan ]; then
+        run_target nchan publish -c "$NCHAN_PUBLISH_CONNS" -b 1 -d "$PUBLISH_SECS"
+      else
+        run_target "$label" "$@"
+      fi
+    done
+  done
+}
+
+median() { # SCENARIO:LABEL:METRIC
+  "$BENCH" summarize "$RESULTS" --get "$1"
+}
+
+# --- scenarios -------------------------------------------------------------
+
+scenario_fanout() {
+  log "fanout capacity: 1 channel x $FANOUT_SUBS SSE subscribers, x$FANOUT_STEP_FACTOR per ${FANOUT_STEP_SECS}s step"
+  each_run fanout fanout --capacity -n "$FANOUT_SUBS" -d "$FANOUT_STEP_SECS" \
+    --start-rate "$FANOUT_START_RATE" --step-factor "$FANOUT_STEP_FACTOR"
+  local cap half
+  cap=$(median fanout-capacity:switchyard:capacity_rate)
+  half=$(awk -v c="${cap:-0}" 'BEGIN { printf "%.1f", c / 2 }')
+  if awk -v h="$half" 'BEGIN { exit !(h > 0) }'; then
+    log "fanout latency at half of Switchyard's median capacity: $half events/s x $FANOUT_SUBS"
+    each_run fanout fanout -n "$FANOUT_SUBS" -r "$half" -d "$FANOUT_LATENCY_SECS"
+  else
+    echo "no Switchyard capacity measured: skipping the half-capacity latency run" | tee -a "$PROBLEMS"
+  fi
+}
+
+scenario_idle() {
+  log "idle: $IDLE_STREAMS SSE streams"
+  each_run idle idle -n "$IDLE_STREAMS" --settle "$IDLE_SETTLE_SECS"
+}
+
+scenario_longpoll() {
+  log "longpoll: $LONGPOLL_CONNS connections, event waiting"
+  each_run longpoll longpoll -c "$LONGPOLL_CONNS" -d "$LONGPOLL_SECS"
+}
+
+scenario_publish() {
+  log "publish: $PUBLISH_CONNS publishers x batches of $PUBLISH_BATCH"
+  each_run publish publish -c "$PUBLISH_CONNS" -b "$PUBLISH_BATCH" -d "$PUBLISH_SECS"
+}
+
+# The whole run is one function, read before it starts: editing this file
+# during a run cannot change what the run does.
+main() {
+  ensure_nchan
+  build
+  snapshot_binaries
+  {
+    echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ "${SKIP_BUILD:-0}" = 1 ] && echo ' (SKIP_BUILD=1: binaries as found, possibly older)')$([ -n "${SWITCHYARD_BIN:-}" ] && echo "; server binary from SWITCHYARD_BIN"); server binary built $(date -r "${SWITCHYARD_BIN:-$REPO/target/release/switchyard}" '+%F %T')"
+    echo "runs: $RUNS; server on CPU $SERVER_CPU, client on CPU $CLIENT_CPU; ${PRIO[*]:-default priority}"
+  } | tee "$OUT/machine.txt"
+
+  case "$SCENARIO" in
+  all)
+    scenario_fanout
+    scenario_idle
+    scenario_longpoll
+    scenario_publish
+    ;;
+  *) "scenario_$SCENARIO" ;;
+  esac
+
+  log "medians over $RUNS runs (raw results: bench-results/$(basename "$OUT")/results.jsonl)"
+  "$BENCH" summarize "$RESULTS" | tee "$OUT/summary.md"
+  if [ -s "$PROBLEMS" ]; then
+    log "server problems seen"
+    cat "$PROBLEMS"
+  fi
+}
+
+main "$@"; exit $?

@@ -1,0 +1,259 @@
+//! What each server expects on the wire: the requests to subscribe, poll and
+//! publish, and Switchyard's HS256 tokens. Requests are written by hand so the
+//! client costs as little as possible per connection and per event.
+
+use std::fmt;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+use crate::Common;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Switchyard,
+    Nchan,
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "switchyard" => Ok(Kind::Switchyard),
+            "nchan" => Ok(Kind::Nchan),
+            _ => Err(format!("unknown target '{s}': use switchyard or nchan")),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Switchyard => "switchyard",
+            Kind::Nchan => "nchan",
+        })
+    }
+}
+
+/// One server node: where to connect and what to put in `Host:`.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub host: String,
+}
+
+/// A target server (one or more nodes) and the requests it understands.
+pub struct Target {
+    pub kind: Kind,
+    pub endpoints: Vec<Endpoint>,
+    /// Subscribers avoid the first (publishing) node.
+    pub cross_node: bool,
+    pub channel: String,
+    secret: String,
+    service_token: String,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("only http:// URLs are supported: {url}"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    if host.is_empty() {
+        bail!("no host in {url}");
+    }
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .find(|a| a.is_ipv4())
+        .with_context(|| format!("no IPv4 address for {host}"))?;
+    Ok(Endpoint {
+        addr,
+        host: host.to_string(),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Target {
+    pub fn new(common: &Common) -> anyhow::Result<Self> {
+        let endpoints = common
+            .urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let channel = match (&common.channel, common.target) {
+            (Some(c), _) => c.clone(),
+            (None, Kind::Switchyard) => "feed:bench".to_string(),
+            // Nchan hands a new subscriber the channel's buffered messages
+            // (oldest first): a fresh channel per run keeps earlier runs out.
+            (None, Kind::Nchan) => {
+                format!("bench{}x{}", unix_now() % 1_000_000, std::process::id())
+            }
+        };
+        let mut this = Self {
+            kind: common.target,
+            endpoints,
+            channel,
+            secret: common.secret.clone(),
+            service_token: String::new(),
+            cross_node: common.cross_node && common.urls.len() > 1,
+        };
+        this.service_token = this.token(r#""sub":"bench","role":"service""#)?;
+        Ok(this)
+    }
+
+    /// An HS256 token with the given claims (JSON members) and a day to live.
+    fn token(&self, claims: &str) -> anyhow::Result<String> {
+        let json = format!("{{{claims},\"exp\":{}}}", unix_now() + 86_400);
+        let value: serde_json::Value = serde_json::from_str(&json)?;
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &value,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )?)
+    }
+
+    /// The endpoint subscriber `i` uses (round-robin over nodes).
+    pub fn endpoint(&self, i: usize) -> &Endpoint {
+        if self.cross_node {
+            return &self.endpoints[1 + i % (self.endpoints.len() - 1)];
+        }
+        &self.endpoints[i % self.endpoints.len()]
+    }
+
+    /// `GET` opening an SSE stream for subscriber `i`, resuming after `last_id`.
+    pub fn sse_request(&self, i: usize, last_id: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+        let ep = self.endpoint(i);
+        let mut req = Vec::with_capacity(512);
+        match self.kind {
+            Kind::Switchyard => {
+                let token = self.token(&format!("\"sub\":\"bench-{i}\""))?;
+                write!(
+                    req,
+                    "GET /realtime/sse?channels={} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n",
+                    self.channel, ep.host
+                )?;
+            }
+            Kind::Nchan => write!(
+                req,
+                "GET /sub/{} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+                self.channel, ep.host
+            )?,
+        }
+        if let Some(id) = last_id {
+            req.extend_from_slice(b"Last-Event-ID: ");
+            req.extend_from_slice(id);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        Ok(req)
+    }
+
+    /// A long-poll request answered at once because an event waits.
+    pub fn poll_request(&self, ep: &Endpoint) -> anyhow::Result<Vec<u8>> {
+        let mut req = Vec::with_capacity(512);
+        match self.kind {
+            Kind::Switchyard => {
+                let token = self.token(r#""sub":"bench-poll""#)?;
+                write!(
+                    req,
+                    "GET /realtime/poll?channels={}&last_poll_id=0&timeout=0&limit=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+                    self.channel, ep.host
+                )?;
+            }
+            // Without If-Modified-Since Nchan answers with the oldest
+            // buffered message at once.
+            Kind::Nchan => write!(
+                req,
+                "GET /sub/{} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                self.channel, ep.host
+            )?,
+        }
+        Ok(req)
+    }
+
+    /// Writes a publish of one event with `data` (a JSON value) into `req`.
+    pub fn publish_request(&self, ep: &Endpoint, data: &[u8], req: &mut Vec<u8>) {
+        req.clear();
+        match self.kind {
+            Kind::Switchyard => {
+                let prefix = format!(
+                    "{{\"channel\":\"{}\",\"event\":\"bench\",\"data\":",
+                    self.channel
+                );
+                let len = prefix.len() + data.len() + 1;
+                let _ = write!(
+                    req,
+                    "POST /realtime/broadcast HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n{prefix}",
+                    ep.host, self.service_token
+                );
+                req.extend_from_slice(data);
+                req.push(b'}');
+            }
+            Kind::Nchan => {
+                let _ = write!(
+                    req,
+                    "POST /pub/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    self.channel,
+                    ep.host,
+                    data.len()
+                );
+                req.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// Writes a Switchyard batch publish (`{"events":[...]}`) into `req`.
+    pub fn batch_request(&self, ep: &Endpoint, datas: &[Vec<u8>], req: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(datas.iter().map(|d| d.len() + 64).sum());
+        body.extend_from_slice(b"{\"events\":[");
+        for (k, data) in datas.iter().enumerate() {
+            if k > 0 {
+                body.push(b',');
+            }
+            let _ = write!(
+                body,
+                "{{\"channel\":\"{}\",\"event\":\"bench\",\"data\":",
+                self.channel
+            );
+            body.extend_from_slice(data);
+            body.push(b'}');
+        }
+        body.extend_from_slice(b"]}");
+        req.clear();
+        let _ = write!(
+            req,
+            "POST /realtime/broadcast HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            ep.host,
+            self.service_token,
+            body.len()
+        );
+        req.extend_from_slice(&body);
+    }
+}
+
+/// The data of a benchmark event: its sequence number, the step of the run it
+/// belongs to and its scheduled send time (ns since the tool's start).
+pub fn event_data(seq: u64, step: u32, t_ns: u64, pad: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(out, "{{\"seq\":{seq},\"step\":{step},\"t\":{t_ns}");
+    if pad > 0 {
+        out.extend_from_slice(b",\"pad\":\"");
+        out.extend(std::iter::repeat_n(b'x', pad));
+        out.push(b'"');
+    }
+    out.push(b'}');
+}
