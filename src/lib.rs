@@ -7,9 +7,14 @@
 //! - [`storage`]: the durable log behind one trait, on SQLite or Postgres;
 //! - [`auth`] (§1) and [`channel`] (§2): who may read and write what;
 //! - [`event`]: the envelope and the rules for what may be published (§3, §6);
+//! - [`presence`] (§7), [`edit`] (§8: the pure OT core in [`edit::ot`] and the
+//!   sessions, documents and locks around it), [`limits`] (§12) and
+//!   [`expiry`] (token expiry on open streams, §1);
 //! - [`http`]: thin transports over the core: SSE (§4), long polling (§5),
-//!   publishing (§6) and operator endpoints (§13);
-//! - [`error`]: the one error body (§11); [`config`]: flags, env and TOML.
+//!   publishing (§6), presence, editing, WebSocket (§10), operator endpoints
+//!   (§13), and the accept loop ([`http::server`]);
+//! - [`error`]: the one error body (§11); [`config`]: flags, env and TOML;
+//!   [`metrics`]: the counters behind `/metrics`.
 //!
 //! [`serve`] runs exactly what `switchyard serve` runs, so tests start the
 //! same server users do.
