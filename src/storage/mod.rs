@@ -13,6 +13,7 @@
 
 pub mod append;
 pub mod edit;
+mod edit_sql;
 pub mod postgres;
 pub mod presence;
 pub mod sqlite;

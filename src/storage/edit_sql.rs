@@ -1,0 +1,449 @@
+//! The SQL of collaborative editing, written once for both backends.
+//!
+//! sqlx's SQLite driver takes `$N` placeholders as Postgres does, and
+//! `ON CONFLICT` upserts and `RETURNING` mean the same on both, so one text
+//! serves both. What differs is how a transaction locks: SQLite begins with
+//! `BEGIN IMMEDIATE` (its one write lock, taken up front so a read-then-write
+//! transaction never has to upgrade it), Postgres locks the document row with
+//! `FOR UPDATE` and keeps it through commit, so across nodes one document's
+//! operations are applied one at a time.
+
+/// Implements [`EditStore`](crate::storage::edit::EditStore) for a backend
+/// with a `pool` field: `$begin` opens each writing transaction, `$lock_row`
+/// ends the query that reads a document for transform-and-apply. The caller
+/// imports what the SQL code names (see `sqlite/edit.rs`).
+macro_rules! impl_edit_store {
+    ($storage:ty, $db:ty, begin = $begin:literal, lock_row = $lock_row:literal) => {
+        #[async_trait]
+        impl EditStore for $storage {
+            async fn create_session(&self, s: &SessionRow) -> Result<DocumentRow> {
+                let k = &s.key;
+                let mut tx = self.pool.begin_with($begin).await?;
+                sqlx::query(
+                    "INSERT INTO edit_documents (tenant, resource_type, resource_id, field, content, revision, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, '', 0, $5, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(s.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(concat!(
+                    "INSERT INTO edit_sessions (",
+                    session_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(&s.session_id)
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(&s.user_id)
+                .bind(&s.name)
+                .bind(s.created_at)
+                .bind(s.last_active_at)
+                .bind(s.ended_at)
+                .execute(&mut *tx)
+                .await?;
+                let doc = select_document(&mut tx, k).await?.expect("inserted above");
+                tx.commit().await?;
+                Ok(doc)
+            }
+
+            async fn session(&self, tenant: &str, session_id: &str) -> Result<Option<SessionRow>> {
+                let row: Option<SessionTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM edit_sessions WHERE tenant = $1 AND session_id = $2"
+                ))
+                .bind(tenant)
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(session_from_row))
+            }
+
+            async fn end_session(&self, session_id: &str, now_ms: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE edit_sessions SET ended_at = $2 WHERE session_id = $1 AND ended_at IS NULL",
+                )
+                .bind(session_id)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn active_editors(
+                &self,
+                k: &DocKey,
+                since_ms: i64,
+            ) -> Result<Vec<(String, Option<String>)>> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, MAX(name) FROM edit_sessions \
+                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 \
+                     AND ended_at IS NULL AND last_active_at > $5 \
+                     GROUP BY user_id ORDER BY MIN(created_at), user_id",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn document(&self, k: &DocKey) -> Result<Option<DocumentRow>> {
+                let row: Option<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT content, revision, updated_at FROM edit_documents \
+                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(document_from_row))
+            }
+
+            async fn submit_operation(
+                &self,
+                request: OperationRequest<'_>,
+                decide: Decide<'_>,
+            ) -> Result<Submitted> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let outcome = submit_in(&mut SubmitInTx(&mut tx), request, decide).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn save_document(
+                &self,
+                k: &DocKey,
+                session_id: &str,
+                now_ms: i64,
+            ) -> Result<Option<DocumentRow>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let row: Option<(String, i64, i64)> = sqlx::query_as(
+                    "UPDATE edit_documents SET saved_revision = revision, saved_at = $5 \
+                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 \
+                     RETURNING content, revision, updated_at",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1")
+                    .bind(session_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row.map(document_from_row))
+            }
+
+            async fn current_lock(&self, k: &DocKey, now_ms: i64) -> Result<Option<LockRow>> {
+                let row: Option<LockTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    lock_columns!(),
+                    " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
+                     AND field = $4 AND expires_at > $5"
+                ))
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(lock_from_row))
+            }
+
+            async fn find_lock(&self, tenant: &str, lock_id: &str) -> Result<Option<LockRow>> {
+                let row: Option<LockTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    lock_columns!(),
+                    " FROM edit_locks WHERE tenant = $1 AND lock_id = $2"
+                ))
+                .bind(tenant)
+                .bind(lock_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(lock_from_row))
+            }
+
+            async fn acquire_lock(
+                &self,
+                lock: &LockRow,
+                now_ms: i64,
+            ) -> Result<(LockAttempt, Vec<LockRow>)> {
+                let k = &lock.key;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let expired: Vec<LockTuple> = sqlx::query_as(concat!(
+                    "DELETE FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
+                     AND field = $4 AND expires_at <= $5 RETURNING ",
+                    lock_columns!()
+                ))
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                // The holder's own retry refreshes their lock; anyone else's upsert
+                // matches the WHERE on no row and returns nothing.
+                let mine: Option<LockTuple> = sqlx::query_as(concat!(
+                    "INSERT INTO edit_locks (",
+                    lock_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (tenant, resource_type, resource_id, field) DO UPDATE SET \
+                     expires_at = excluded.expires_at, ttl_ms = excluded.ttl_ms, name = excluded.name \
+                     WHERE edit_locks.user_id = excluded.user_id RETURNING ",
+                    lock_columns!()
+                ))
+                .bind(&lock.lock_id)
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(&lock.user_id)
+                .bind(&lock.name)
+                .bind(lock.ttl_ms)
+                .bind(lock.created_at)
+                .bind(lock.expires_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let attempt = match mine {
+                    Some(row) => LockAttempt::Acquired(lock_from_row(row)),
+                    None => {
+                        let holder: LockTuple = sqlx::query_as(concat!(
+                            "SELECT ",
+                            lock_columns!(),
+                            " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 \
+                             AND resource_id = $3 AND field = $4"
+                        ))
+                        .bind(&k.tenant)
+                        .bind(&k.resource_type)
+                        .bind(&k.resource_id)
+                        .bind(&k.field)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        LockAttempt::Held(lock_from_row(holder))
+                    }
+                };
+                tx.commit().await?;
+                Ok((attempt, expired.into_iter().map(lock_from_row).collect()))
+            }
+
+            async fn renew_lock(
+                &self,
+                tenant: &str,
+                lock_id: &str,
+                user_id: &str,
+                ttl_ms: i64,
+                now_ms: i64,
+            ) -> Result<Option<LockRow>> {
+                let row: Option<LockTuple> = sqlx::query_as(concat!(
+                    "UPDATE edit_locks SET expires_at = $5 + $4, ttl_ms = $4 \
+                     WHERE tenant = $1 AND lock_id = $2 AND user_id = $3 AND expires_at > $5 RETURNING ",
+                    lock_columns!()
+                ))
+                .bind(tenant)
+                .bind(lock_id)
+                .bind(user_id)
+                .bind(ttl_ms)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(lock_from_row))
+            }
+
+            async fn release_lock(
+                &self,
+                tenant: &str,
+                lock_id: &str,
+                user_id: &str,
+                now_ms: i64,
+            ) -> Result<Option<LockRow>> {
+                let row: Option<LockTuple> = sqlx::query_as(concat!(
+                    "DELETE FROM edit_locks \
+                     WHERE tenant = $1 AND lock_id = $2 AND user_id = $3 AND expires_at > $4 RETURNING ",
+                    lock_columns!()
+                ))
+                .bind(tenant)
+                .bind(lock_id)
+                .bind(user_id)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(lock_from_row))
+            }
+
+            async fn expire_locks(&self, now_ms: i64) -> Result<Vec<LockRow>> {
+                let rows: Vec<LockTuple> = sqlx::query_as(concat!(
+                    "DELETE FROM edit_locks WHERE expires_at <= $1 RETURNING ",
+                    lock_columns!()
+                ))
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(lock_from_row).collect())
+            }
+        }
+
+        async fn select_document(
+            tx: &mut Transaction<'_, $db>,
+            k: &DocKey,
+        ) -> Result<Option<DocumentRow>> {
+            let row: Option<(String, i64, i64)> = sqlx::query_as(
+                "SELECT content, revision, updated_at FROM edit_documents \
+                 WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
+            )
+            .bind(&k.tenant)
+            .bind(&k.resource_type)
+            .bind(&k.resource_id)
+            .bind(&k.field)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(row.map(document_from_row))
+        }
+
+        struct SubmitInTx<'a, 'c>(&'a mut Transaction<'c, $db>);
+
+        #[async_trait]
+        impl SubmitTx for SubmitInTx<'_, '_> {
+            async fn lock_document(&mut self, k: &DocKey) -> Result<Option<DocumentRow>> {
+                let row: Option<(String, i64, i64)> = sqlx::query_as(
+                    concat!(
+                        "SELECT content, revision, updated_at FROM edit_documents \
+                         WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
+                        $lock_row
+                    ),
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .fetch_optional(&mut **self.0)
+                .await?;
+                Ok(row.map(document_from_row))
+            }
+
+            async fn find_client_op(
+                &mut self,
+                session_id: &str,
+                client_op_id: &str,
+            ) -> Result<Option<(u64, String)>> {
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT revision, ops FROM edit_operations WHERE session_id = $1 AND client_op_id = $2",
+                )
+                .bind(session_id)
+                .bind(client_op_id)
+                .fetch_optional(&mut **self.0)
+                .await?;
+                Ok(row.map(|(r, ops)| (r as u64, ops)))
+            }
+
+            async fn live_lock(&mut self, k: &DocKey, now_ms: i64) -> Result<Option<LockRow>> {
+                let row: Option<LockTuple> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    lock_columns!(),
+                    " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
+                     AND field = $4 AND expires_at > $5"
+                ))
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(now_ms)
+                .fetch_optional(&mut **self.0)
+                .await?;
+                Ok(row.map(lock_from_row))
+            }
+
+            async fn history(&mut self, k: &DocKey, after: u64) -> Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT ops FROM edit_operations \
+                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 AND revision > $5 \
+                     ORDER BY revision",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(after as i64)
+                .fetch_all(&mut **self.0)
+                .await?;
+                Ok(rows.into_iter().map(|(ops,)| ops).collect())
+            }
+
+            async fn insert_operation(
+                &mut self,
+                revision: u64,
+                ops: &str,
+                r: &OperationRequest<'_>,
+            ) -> Result<()> {
+                let k = &r.session.key;
+                sqlx::query(
+                    "INSERT INTO edit_operations (tenant, resource_type, resource_id, field, revision, ops, \
+                     session_id, user_id, client_op_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(revision as i64)
+                .bind(ops)
+                .bind(&r.session.session_id)
+                .bind(&r.session.user_id)
+                .bind(r.client_op_id)
+                .bind(r.now_ms)
+                .execute(&mut **self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_document(
+                &mut self,
+                k: &DocKey,
+                content: &str,
+                revision: u64,
+                now_ms: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE edit_documents SET content = $5, revision = $6, updated_at = $7 \
+                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
+                )
+                .bind(&k.tenant)
+                .bind(&k.resource_type)
+                .bind(&k.resource_id)
+                .bind(&k.field)
+                .bind(content)
+                .bind(revision as i64)
+                .bind(now_ms)
+                .execute(&mut **self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn touch_session(&mut self, session_id: &str, now_ms: i64) -> Result<()> {
+                sqlx::query("UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1")
+                    .bind(session_id)
+                    .bind(now_ms)
+                    .execute(&mut **self.0)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_edit_store;
