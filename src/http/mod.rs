@@ -2,7 +2,8 @@
 //!
 //! Each module owns its routes: [`ops`] (health, status, metrics, spec),
 //! [`sse`] and [`poll`] (reading), [`publish`] (writing). Every response
-//! carries `X-Request-Id`; every failure is an [`ApiError`].
+//! carries `X-Request-Id`; every failure is an [`ApiError`]. [`server`] is
+//! the accept loop; [`stream_socket`] writes SSE responses on raw sockets.
 
 pub mod edit;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod presence;
 pub mod publish;
 pub mod server;
 pub mod sse;
+pub mod stream_socket;
 pub mod ws;
 
 use std::sync::Arc;
