@@ -88,64 +88,8 @@ SERVER_PID=""
 PROBLEMS="$OUT/server-problems.txt"
 : >"$PROBLEMS"
 
-log() { printf '\n== %s\n' "$*" | tee -a "$OUT/run.log"; }
-
-# --- setup ---------------------------------------------------------------
-
-ensure_nchan() {
-  if command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
-    return
-  fi
-  log "installing Nchan (nginx-light, libnginx-mod-nchan)"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-nchan
-}
-
-build() {
-  if [ "${SKIP_BUILD:-0}" = 1 ]; then return; fi
-  log "building release binaries"
-  (cd "$REPO" && cargo build --release -p switchyard -p switchyard-bench)
-}
-
-snapshot_binaries() {
-  mkdir -p "$WORK/bin"
-  cp "${SWITCHYARD_BIN:-$REPO/target/release/switchyard}" "$WORK/bin/switchyard"
-  cp "$REPO/target/release/switchyard-bench" "$WORK/bin/"
-}
-
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-wait_port() { # port, seconds
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    if ! port_free "$1"; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-# Whole-machine idle share over one second, %.
-cpu_idle_pct() {
-  local u n s i w x y z t1 i1 t2 i2
-  read -r _ u n s i w x y z _ </proc/stat
-  t1=$((u + n + s + i + w + x + y + z)) i1=$((i + w))
-  sleep 1
-  read -r _ u n s i w x y z _ </proc/stat
-  t2=$((u + n + s + i + w + x + y + z)) i2=$((i + w))
-  echo $((100 * (i2 - i1) / (t2 - t1 > 0 ? t2 - t1 : 1)))
-}
-
-# Waits (bounded) for other processes to leave the CPUs mostly idle.
-wait_quiet() {
-  local k idle=0
-  for ((k = 0; k < QUIET_WAIT_SECS; k++)); do
-    idle=$(cpu_idle_pct)
-    if ((idle >= QUIET_IDLE_PCT)); then break; fi
-  done
-  QUIET_NOTE="machine ${idle}% idle before the run"
-}
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # --- servers ---------------------------------------------------------------
 
@@ -180,11 +124,6 @@ stop_nchan() {
   fi
   NCHAN_MASTER=""
   NCHAN_WORKER=""
-}
-
-pg_bench_url() {
-  local base=${PG_URL%%\?*}
-  echo "${base%/*}/switchyard_bench"
 }
 
 # start_switchyard sqlite|postgres RUNTAG

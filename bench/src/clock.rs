@@ -1,5 +1,6 @@
 //! Time and resource readings: the tool's monotonic clock (publisher and
-//! subscribers share one process, so a timestamp in an event is comparable
+//! subscribers share one process, or several processes share a zero set by
+//! `SWITCHYARD_BENCH_EPOCH_UNIX_MS`, so a timestamp in an event is comparable
 //! with the receiver's clock), CPU of this process and of server processes,
 //! and a server's RSS.
 
@@ -10,6 +11,17 @@ static START: OnceLock<Instant> = OnceLock::new();
 
 pub fn init() {
     START.get_or_init(Instant::now);
+}
+
+/// Sets the zero at a wall-clock time (milliseconds since 1970), so several
+/// processes started apart share it. Monotonic and wall clocks only drift
+/// apart by clock adjustments, which are negligible over one run.
+pub fn init_at_unix_ms(ms: u64) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(ms));
+    START.get_or_init(|| Instant::now() - since);
 }
 
 /// The tool's start, the zero of every timestamp carried in events.

@@ -34,6 +34,39 @@ pub struct IdleArgs {
     /// Read buffer per stream, bytes.
     #[arg(long, default_value_t = 4096)]
     read_buf: usize,
+    /// Several client processes share one broadcast (one process holds at
+    /// most ~19,500 streams): each writes `ready.<index>` here once its
+    /// streams are open and waits for all `--processes`; process 0 then
+    /// publishes, the others only count what arrives.
+    #[arg(long)]
+    barrier_dir: Option<std::path::PathBuf>,
+    /// Client processes meeting at `--barrier-dir`.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index among `--processes` (0 publishes).
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+}
+
+/// Waits until every process of the run has its streams open.
+async fn meet(args: &IdleArgs) -> anyhow::Result<()> {
+    let Some(dir) = &args.barrier_dir else {
+        return Ok(());
+    };
+    std::fs::write(dir.join(format!("ready.{}", args.index)), b"")?;
+    let started = Instant::now();
+    loop {
+        let ready = (0..args.processes)
+            .filter(|i| dir.join(format!("ready.{i}")).exists())
+            .count();
+        if ready == args.processes {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {ready} of {} processes got ready", args.processes);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn rss(pids: &[u32]) -> Option<u64> {
@@ -83,10 +116,15 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
+    meet(&args).await?;
     let mut publisher = Publisher::new(target.clone(), 1, args.common.pad);
-    let range = publisher.run(1, 1.0, 1).await;
+    // The first event of a fresh publisher is sequence 0, in every process.
+    let seq = 0;
+    if args.index == 0 {
+        let range = publisher.run(1, 1.0, 1).await;
+        assert_eq!(range.start, seq);
+    }
     let pub_stats = publisher.take_stats();
-    let seq = range.start;
     let started = Instant::now();
     let deadline = Duration::from_secs_f64(args.timeout);
     let received = loop {
@@ -160,7 +198,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         scenario: "idle",
         primary: "bytes_per_stream",
         higher_is_better: false,
-        params: json!({"streams": args.streams, "settle_s": args.settle}),
+        params: json!({"streams": args.streams, "settle_s": args.settle, "processes": args.processes, "index": args.index}),
         metrics: m,
         valid: subs.failed == 0 && received == opened && pub_stats.failed.is_empty(),
         notes: subs

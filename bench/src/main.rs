@@ -112,8 +112,13 @@ impl Common {
 }
 
 fn main() -> anyhow::Result<()> {
-    clock::init();
     let cli = Cli::parse();
+    // Processes of one multi-process run share a zero, so that event
+    // timestamps compare across them.
+    match std::env::var("SWITCHYARD_BENCH_EPOCH_UNIX_MS") {
+        Ok(ms) => clock::init_at_unix_ms(ms.parse()?),
+        Err(_) => clock::init(),
+    }
     let threads = match &cli.command {
         Command::Fanout(a) => a.common.threads,
         Command::Idle(a) => a.common.threads,
