@@ -19,8 +19,9 @@
 //!   left (idle) is kept, still ingesting, only while it is among the
 //!   [`Retention::max_idle_feeds`] most recently used, its idle feeds hold
 //!   at most [`Retention::max_idle_bytes`] together, and it was used in the
-//!   last [`Retention::idle_ttl`]; past that it is dropped, and its next
-//!   reader starts a fresh feed (floor = head) and reads storage.
+//!   last [`Retention::idle_ttl`] (checked as readers leave); past that it is
+//!   dropped, and its next reader starts a fresh feed (floor = head) and
+//!   reads storage.
 //!
 //! Keeping feeds of channels polled lately is what lets a long poll (one
 //! short-lived reader per request) be answered from memory.
