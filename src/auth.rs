@@ -5,6 +5,13 @@
 //! turns its claims into an [`Identity`]. Invariants: `alg: none`, any other
 //! algorithm, a bad signature and a missing `exp` are all rejected; an
 //! expired token is `token_expired`, every other defect `invalid_token`.
+//!
+//! A token that verified is remembered (bounded), so a client repeating it
+//! (long polling back to back) skips the signature and JSON work; its expiry
+//! is still checked on every use, exactly as a full verification would.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -108,7 +115,15 @@ pub struct Authenticator {
     validation: Validation,
     /// Present only with HS256: lets the server mint dev tokens.
     signer: Option<EncodingKey>,
+    /// Tokens that verified, with who they name. A `std` mutex: held for a
+    /// lookup or an insert, never across `.await`.
+    verified: Mutex<HashMap<String, Identity>>,
 }
+
+/// Most verified tokens remembered; past it the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
+/// Longer tokens are verified every time, so the memory stays small.
+const VERIFIED_TOKEN_BYTES: usize = 2048;
 
 impl Authenticator {
     /// HS256 with a shared secret.
@@ -117,6 +132,7 @@ impl Authenticator {
             key: DecodingKey::from_secret(secret),
             validation: validation(Algorithm::HS256),
             signer: Some(EncodingKey::from_secret(secret)),
+            verified: Mutex::default(),
         }
     }
 
@@ -137,11 +153,33 @@ impl Authenticator {
             key,
             validation: validation(alg),
             signer: None,
+            verified: Mutex::default(),
         })
     }
 
     /// Verifies `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        if let Some(who) = self.verified.lock().expect("verified lock").get(token) {
+            // As jsonwebtoken checks it, without leeway: expired once `exp`
+            // is in the past.
+            if who.expires_at < chrono::Utc::now().timestamp() {
+                return Err(ApiError::new(ErrorCode::TokenExpired, "Token has expired"));
+            }
+            return Ok(who.clone());
+        }
+        let who = self.verify_signed(token)?;
+        if token.len() > VERIFIED_TOKEN_BYTES {
+            return Ok(who);
+        }
+        let mut verified = self.verified.lock().expect("verified lock");
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), who.clone());
+        Ok(who)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Identity, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => {

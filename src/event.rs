@@ -94,6 +94,17 @@ impl Event {
         std::str::from_utf8(json).expect("the frame was built from a String")
     }
 
+    /// Roughly the heap this event holds, for memory bounds.
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tenant.len()
+            + self.channel.len()
+            + self.event.len()
+            + self.data.len()
+            + self.user_id.as_ref().map_or(0, String::len)
+            + self.sse_frame.len()
+    }
+
     /// The event as one SSE frame (cheap to clone: reference-counted).
     pub fn sse_frame(&self) -> &bytes::Bytes {
         &self.sse_frame

@@ -542,6 +542,116 @@ async fn cursor_beyond_end_gets_reset_and_skips_no_future_event(backend: Backend
     assert_eq!(ids(&body), vec![next]);
 }
 
+/// Broadcasts `n` events alternating over `channels` in one batch; returns
+/// their ids per channel.
+async fn broadcast_batch(server: &Server, channels: &[&str], n: usize) -> Vec<Vec<u64>> {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"channel": channels[i % channels.len()], "event": "e", "data": i}))
+        .collect();
+    let res = server
+        .post(
+            "/realtime/broadcast",
+            &service_token(),
+            &json!({ "events": events }),
+        )
+        .await;
+    let status = res.status();
+    let body: Value = res.json().await.expect("receipt JSON");
+    assert_eq!(status, 202, "broadcast answered {body}");
+    let mut ids = vec![Vec::new(); channels.len()];
+    for (i, id) in body["ids"].as_array().expect("ids").iter().enumerate() {
+        ids[i % channels.len()].push(id.as_u64().expect("id"));
+    }
+    ids
+}
+
+/// Polls `channels` from `cursor` until an answer has no more; appends the
+/// ids to `seen`, checks the cursor, and returns the new cursor.
+async fn poll_through(
+    server: &Server,
+    channels: &str,
+    mut cursor: u64,
+    seen: &mut Vec<u64>,
+) -> u64 {
+    let alice = token("alice");
+    loop {
+        let body = get_json(
+            server,
+            &format!(
+                "/realtime/poll?channels={channels}&last_poll_id={cursor}&timeout=0&limit=150"
+            ),
+            &alice,
+        )
+        .await;
+        assert!(body.get("reset").is_none(), "unexpected reset: {body}");
+        let got = ids(&body);
+        let next = body["last_poll_id"].as_u64().expect("last_poll_id");
+        assert!(next >= cursor, "cursor went back from {cursor} to {next}");
+        if let Some(&last) = got.last() {
+            assert_eq!(next, last);
+        }
+        seen.extend(got);
+        cursor = next;
+        if !body["has_more"].as_bool().expect("has_more") {
+            return cursor;
+        }
+    }
+}
+
+async fn sequential_polls_see_every_event_once_across_more_than_memory_holds(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let (mut cursor_a, mut cursor_ab) = (0, 0);
+    let (mut seen_a, mut seen_ab) = (Vec::new(), Vec::new());
+    let (mut published_a, mut published_ab) = (Vec::<u64>::new(), Vec::<u64>::new());
+    // Small rounds (answered from memory) and bursts past a feed's ring
+    // (512 events), so some polls must go back to storage.
+    let rounds: [&[usize]; 10] = [
+        &[1],
+        &[3],
+        &[1000, 1000],
+        &[2],
+        &[5],
+        &[700],
+        &[1],
+        &[1],
+        &[900, 900],
+        &[4],
+    ];
+    for batches in rounds {
+        for &n in batches {
+            let ids = broadcast_batch(&server, &["feed:a", "feed:b"], n).await;
+            published_a.extend(&ids[0]);
+            published_ab.extend(ids.concat());
+        }
+        cursor_a = poll_through(&server, "feed:a", cursor_a, &mut seen_a).await;
+        cursor_ab = poll_through(&server, "feed:a,feed:b", cursor_ab, &mut seen_ab).await;
+    }
+    published_ab.sort_unstable();
+    assert_eq!(seen_a, published_a, "feed:a alone");
+    assert_eq!(seen_ab, published_ab, "feed:a and feed:b merged");
+}
+
+async fn polls_racing_publishes_see_every_event_once_in_order(backend: Backend) {
+    let server = std::sync::Arc::new(Server::start(&backend).await);
+    let publisher = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let mut published = Vec::new();
+            for n in [1, 40, 3, 600, 7, 1, 900, 1000, 20, 2] {
+                published.extend(broadcast_batch(&server, &["feed:r"], n).await.concat());
+            }
+            published
+        }
+    });
+    let (mut cursor, mut seen) = (0, Vec::new());
+    while !publisher.is_finished() {
+        cursor = poll_through(&server, "feed:r", cursor, &mut seen).await;
+    }
+    let published = publisher.await.expect("publisher");
+    poll_through(&server, "feed:r", cursor, &mut seen).await;
+    assert_eq!(seen, published);
+}
+
 on_both_backends!(
     waiting_events_are_answered_at_once_same_for_get_and_post,
     last_poll_id_is_id_of_last_event_returned,
@@ -564,4 +674,6 @@ on_both_backends!(
     tenants_do_not_see_each_others_events,
     other_user_does_not_see_user_channel,
     cursor_beyond_end_gets_reset_and_skips_no_future_event,
+    sequential_polls_see_every_event_once_across_more_than_memory_holds,
+    polls_racing_publishes_see_every_event_once_in_order,
 );

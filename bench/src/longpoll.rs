@@ -29,6 +29,11 @@ pub struct LongpollArgs {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Switchyard: poll with a recent cursor, as a client that polled just
+    /// before the waiting event (`last_poll_id` = the id of an event
+    /// published before it) instead of `last_poll_id=0`.
+    #[arg(long)]
+    recent_cursor: bool,
 }
 
 struct Poller {
@@ -72,33 +77,52 @@ impl Exchange for Poller {
 
 pub async fn run(args: LongpollArgs) -> anyhow::Result<()> {
     let target = Arc::new(Target::new(&args.common)?);
-    // The event that waits for every poll.
+    let recent_cursor = args.recent_cursor && target.kind == Kind::Switchyard;
     let mut conn = HttpConn::new(target.endpoints[0].clone(), None);
-    let (mut data, mut req) = (Vec::new(), Vec::new());
-    event_data(0, 0, crate::clock::now_ns(), args.common.pad, &mut data);
-    target.publish_request(conn.endpoint(), &data, &mut req);
-    let status = conn
-        .request(&req)
-        .await
-        .context("publishing the waiting event")?;
-    if !(200..300).contains(&status) {
-        bail!(
-            "publishing the waiting event: HTTP {status}: {}",
-            String::from_utf8_lossy(&conn.body)
-        );
+    // With a recent cursor: the event the client saw last, then the one
+    // that waits for every poll.
+    let mut cursor = 0;
+    for seq in 0..=u64::from(recent_cursor) {
+        let (mut data, mut req) = (Vec::new(), Vec::new());
+        event_data(seq, 0, crate::clock::now_ns(), args.common.pad, &mut data);
+        target.publish_request(conn.endpoint(), &data, &mut req);
+        let status = conn
+            .request(&req)
+            .await
+            .context("publishing the waiting event")?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "publishing the waiting event: HTTP {status}: {}",
+                String::from_utf8_lossy(&conn.body)
+            );
+        }
+        if recent_cursor && seq == 0 {
+            let receipt: serde_json::Value =
+                serde_json::from_slice(&conn.body).context("the publish receipt")?;
+            cursor = receipt["id"].as_u64().context("the receipt's id")?;
+        }
     }
     let workers = (0..args.connections)
         .map(|i| {
             let ep = target.endpoint(i).clone();
+            let mut req = target.poll_request(&ep)?;
+            if recent_cursor {
+                let text = String::from_utf8(req)?.replacen(
+                    "last_poll_id=0",
+                    &format!("last_poll_id={cursor}"),
+                    1,
+                );
+                req = text.into_bytes();
+            }
             Ok(Poller {
-                req: Arc::new(target.poll_request(&ep)?),
+                req: Arc::new(req),
                 conn: HttpConn::new(ep, source_for(i, args.common.source_addrs)),
                 kind: target.kind,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     eprintln!(
-        "longpoll: {} on {}, {} connections, {:.0}s warm-up + {:.0}s",
+        "longpoll: {} on {}, {} connections, {:.0}s warm-up + {:.0}s, last_poll_id={cursor}",
         target.kind, target.channel, args.connections, args.warmup, args.duration
     );
     let r = closed::run(
@@ -131,7 +155,7 @@ pub async fn run(args: LongpollArgs) -> anyhow::Result<()> {
         scenario: "longpoll",
         primary: "answers_per_s",
         higher_is_better: true,
-        params: json!({"connections": args.connections, "duration_s": args.duration}),
+        params: json!({"connections": args.connections, "duration_s": args.duration, "last_poll_id": cursor}),
         metrics: m,
         valid: r.cpu.valid() && r.stats.errors == 0,
         notes: r.stats.last_error.into_iter().collect(),

@@ -131,7 +131,9 @@ impl EventLog {
         let keys: Vec<String> = channels.iter().map(|c| feed_key(tenant, c)).collect();
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
-        let head = self.hub.register(stream_id, &keys, &notify);
+        let (head, covered) =
+            self.hub
+                .register(stream_id, &keys, &notify, cursor.unwrap_or(u64::MAX));
         let mut reader = Reader {
             hub: self.hub.clone(),
             storage: self.storage.clone(),
@@ -152,7 +154,9 @@ impl EventLog {
                 reset = Some(CursorExpired {
                     oldest_id: head + 1,
                 });
-            } else if cursor > 0 {
+            } else if cursor > 0 && !(covered && cursor <= head) {
+                // When memory holds every event after the cursor, none of
+                // them can have been missed: no need to ask storage.
                 reset = self
                     .storage
                     .expired_cursor(tenant, &reader.channels, cursor)

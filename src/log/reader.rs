@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::hub::Hub;
+use super::pruner;
 use crate::event::Event;
 use crate::storage::{Storage, StorageError};
 
@@ -46,17 +47,37 @@ impl Reader {
             return Ok(events);
         }
         // Behind the hub's memory: catch up from the log.
+        let passes = pruner::passes();
         let head = self.hub.head();
+        let after = self.position;
         let events = self
             .storage
-            .read(&self.tenant, &self.channels, self.position, max)
+            .read(&self.tenant, &self.channels, after, max)
             .await?;
-        let last = events.last().map_or(self.position, |e| e.id);
-        self.position = if events.len() < max {
+        let last = events.last().map_or(after, |e| e.id);
+        // Everything up to `head` was committed before the read began, so an
+        // answer not cut by `max` holds every event through it.
+        let position = if events.len() < max {
             last.max(head)
         } else {
             last
         };
+        // Memory may take this read over only if nothing after `after` was
+        // ever pruned (asked after the read, so a pass before it shows; a
+        // pass after it is caught by `passes`): a pruned event missing from
+        // the read would otherwise become a gap without a `reset`. A failed
+        // question only costs the seeding.
+        if self.hub.would_seed(&self.keys, after, position)
+            && let Ok(None) = self
+                .storage
+                .expired_cursor(&self.tenant, &self.channels, after)
+                .await
+        {
+            self.hub
+                .seed(&self.keys, &self.channels, after, position, &events, passes);
+        }
+        // Only now: a fetch cancelled at an `.await` moves nothing.
+        self.position = position;
         Ok(events)
     }
 
