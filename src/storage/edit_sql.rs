@@ -110,15 +110,11 @@ macro_rules! impl_edit_store {
                 Ok(row.map(document_from_row))
             }
 
-            async fn submit_operation(
-                &self,
-                request: OperationRequest<'_>,
-                decide: Decide<'_>,
-            ) -> Result<Submitted> {
+            async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let outcome = submit_in(&mut SubmitInTx(&mut tx), request, decide).await?;
+                let outcomes = submit_in(&mut SubmitInTx(&mut tx), batch).await?;
                 tx.commit().await?;
-                Ok(outcome)
+                Ok(outcomes)
             }
 
             async fn save_document(
@@ -390,6 +386,7 @@ macro_rules! impl_edit_store {
                 revision: u64,
                 ops: &str,
                 r: &OperationRequest<'_>,
+                now_ms: i64,
             ) -> Result<()> {
                 let k = &r.session.key;
                 sqlx::query(
@@ -405,7 +402,7 @@ macro_rules! impl_edit_store {
                 .bind(&r.session.session_id)
                 .bind(&r.session.user_id)
                 .bind(r.client_op_id)
-                .bind(r.now_ms)
+                .bind(now_ms)
                 .execute(&mut **self.0)
                 .await?;
                 Ok(())

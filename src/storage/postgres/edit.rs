@@ -8,9 +8,9 @@ use sqlx::{Postgres, Transaction};
 use super::PostgresStorage;
 use crate::storage::Result;
 use crate::storage::edit::{
-    Decide, DocKey, DocumentRow, EditStore, LockAttempt, LockRow, LockTuple, OperationRequest,
-    SessionRow, SessionTuple, SubmitTx, Submitted, document_from_row, lock_columns, lock_from_row,
-    session_columns, session_from_row, submit_in,
+    DocKey, DocumentRow, EditStore, LockAttempt, LockRow, LockTuple, OperationBatch,
+    OperationRequest, SessionRow, SessionTuple, SubmitTx, Submitted, document_from_row,
+    lock_columns, lock_from_row, session_columns, session_from_row, submit_in,
 };
 
 crate::storage::edit_sql::impl_edit_store!(
