@@ -329,11 +329,11 @@ pub(crate) trait SubmitTx: Send {
     async fn live_lock(&mut self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
     /// Operations after `after`, by revision, as wire JSON.
     async fn history(&mut self, key: &DocKey, after: u64) -> Result<Vec<String>>;
-    async fn insert_operation(
+    /// Stores the history rows of `operations`, all of `key`, in one statement.
+    async fn insert_operations(
         &mut self,
-        revision: u64,
-        ops: &str,
-        request: &OperationRequest<'_>,
+        key: &DocKey,
+        operations: &[NewOperation<'_>],
         now_ms: i64,
     ) -> Result<()>;
     async fn update_document(
@@ -343,7 +343,8 @@ pub(crate) trait SubmitTx: Send {
         revision: u64,
         now_ms: i64,
     ) -> Result<()>;
-    async fn touch_session(&mut self, session_id: &str, now_ms: i64) -> Result<()>;
+    /// Marks sessions active, in one statement.
+    async fn touch_sessions(&mut self, session_ids: &[&str], now_ms: i64) -> Result<()>;
 }
 
 /// Transform-and-apply of a batch through `tx`; the caller commits.
@@ -365,11 +366,10 @@ pub(crate) async fn submit_in<T: SubmitTx>(
     let lock = tx.live_lock(key, batch.now_ms).await?;
     let mut history = History::read(tx, key, &doc, batch.operations).await?;
     let mut outcomes = Vec::with_capacity(batch.operations.len());
-    let mut touched: Vec<&str> = Vec::new();
+    let mut inserts: Vec<NewOperation<'_>> = Vec::new();
     for request in batch.operations {
-        let session_id = request.session.session_id.as_str();
         if let Some(id) = request.client_op_id
-            && let Some((revision, ops)) = tx.find_client_op(session_id, id).await?
+            && let Some((revision, ops)) = replay(tx, &inserts, request.session, id).await?
         {
             outcomes.push(Submitted::Replayed { revision, ops });
             continue;
@@ -388,30 +388,61 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             }
         };
         let revision = doc.revision + 1;
-        tx.insert_operation(revision, &applied.ops, request, batch.now_ms)
-            .await?;
         history.push(applied.ops.clone());
         doc = DocumentRow {
             content: applied.content,
             revision,
             updated_at: batch.now_ms,
         };
-        if !touched.contains(&session_id) {
-            touched.push(session_id);
-        }
+        inserts.push(NewOperation {
+            revision,
+            ops: applied.ops.clone(),
+            request,
+        });
         outcomes.push(Submitted::Applied {
             revision,
             ops: applied.ops,
         });
     }
-    if !touched.is_empty() {
+    if !inserts.is_empty() {
+        tx.insert_operations(key, &inserts, batch.now_ms).await?;
         tx.update_document(key, &doc.content, doc.revision, batch.now_ms)
             .await?;
-        for session_id in touched {
-            tx.touch_session(session_id, batch.now_ms).await?;
-        }
+        let mut sessions: Vec<&str> = inserts
+            .iter()
+            .map(|o| o.request.session.session_id.as_str())
+            .collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        tx.touch_sessions(&sessions, batch.now_ms).await?;
     }
     Ok(outcomes)
+}
+
+/// An operation applied in this batch, to be stored with the others.
+pub(crate) struct NewOperation<'a> {
+    pub revision: u64,
+    /// As applied, wire JSON.
+    pub ops: String,
+    pub request: &'a OperationRequest<'a>,
+}
+
+/// The stored answer to an earlier `client_op_id` of the session: applied
+/// earlier in this batch (not stored yet) or before it.
+async fn replay<T: SubmitTx>(
+    tx: &mut T,
+    batch: &[NewOperation<'_>],
+    session: &SessionRow,
+    client_op_id: &str,
+) -> Result<Option<(u64, String)>> {
+    let earlier = batch.iter().find(|o| {
+        o.request.client_op_id == Some(client_op_id)
+            && o.request.session.session_id == session.session_id
+    });
+    if let Some(o) = earlier {
+        return Ok(Some((o.revision, o.ops.clone())));
+    }
+    tx.find_client_op(&session.session_id, client_op_id).await
 }
 
 /// The operations applied after the batch's oldest base revision, read once
