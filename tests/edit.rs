@@ -497,6 +497,127 @@ async fn racing_operations_are_announced_in_revision_order(backend: Backend) {
     assert_eq!(announced, revisions, "events in revision order (by log id)");
 }
 
+// Operations that pile up on one document are applied in batches; each
+// keeps its own semantics: transformed past everything before it (earlier
+// ones of its batch included), revisions dense, a retry answered with the
+// first answer, a refused one 422 without touching the others, events in
+// revision order carrying the operations as answered.
+async fn queued_operations_keep_their_semantics_when_batched(backend: Backend) {
+    let server = std::sync::Arc::new(Server::start(&backend).await);
+    let mut editors = Vec::new();
+    for n in 0..6 {
+        let token = editor(&format!("batcher{n}"));
+        let session = start(&server, &token, "batch", "f").await;
+        editors.push((token, sid(&session).to_string()));
+    }
+    submit_ok(
+        &server,
+        &editors[0].0,
+        &editors[0].1,
+        0,
+        json!([{"insert": "ab"}]),
+    )
+    .await;
+
+    // Everything at once, all made against revision 1 ("ab"): eight inserts
+    // per editor, a second copy of each editor's first one (same
+    // client_op_id), and two refusals per editor.
+    let mut tasks = Vec::new();
+    for (e, (token, session)) in editors.iter().enumerate() {
+        for k in 0..10 {
+            let (server, token, session) = (server.clone(), token.clone(), session.clone());
+            let (revision, ops, id) = match k {
+                0..=7 => (
+                    1,
+                    json!([{"retain": 1}, {"insert": format!("<{e}.{k}>")}, {"retain": 1}]),
+                    Some(format!("{e}-{k}")),
+                ),
+                8 => (
+                    1,
+                    json!([{"retain": 1}, {"insert": format!("<{e}.0>")}, {"retain": 1}]),
+                    Some(format!("{e}-0")),
+                ),
+                _ if e % 2 == 0 => (1, json!([{"retain": 5}]), None),
+                _ => (999, json!([{"retain": 2}]), None),
+            };
+            tasks.push(tokio::spawn(async move {
+                let res = submit(&server, &token, &session, revision, ops, id.as_deref()).await;
+                (id, answer(res).await)
+            }));
+        }
+    }
+    let mut applied = std::collections::BTreeMap::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (None, (status, body)) => {
+                assert_eq!(
+                    (status, &body["code"]),
+                    (422, &json!("invalid_operation")),
+                    "{body}"
+                );
+                refused += 1;
+            }
+            (Some(id), (status, body)) => {
+                assert_eq!(status, 200, "{id}: {body}");
+                if let Some(first) = applied.insert(id.clone(), body.clone()) {
+                    assert_eq!(first, body, "a retry of {id} gets the first answer");
+                }
+            }
+        }
+    }
+    assert_eq!(refused, 6);
+    let mut by_revision: Vec<(u64, Value)> = applied
+        .values()
+        .map(|a| (a["revision"].as_u64().unwrap(), a["ops"].clone()))
+        .collect();
+    by_revision.sort_by_key(|(r, _)| *r);
+    let revisions: Vec<u64> = by_revision.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        revisions,
+        (2..=49).collect::<Vec<u64>>(),
+        "dense, one per operation"
+    );
+
+    // The document is "ab" with the answered operations applied in order,
+    // and holds every insert exactly once.
+    let mut text = "ab".to_string();
+    for (_, ops) in &by_revision {
+        text = Operation::from_json(ops).unwrap().apply(&text).unwrap();
+    }
+    let doc = document_ok(&server, &editors[0].0, "batch", "f").await;
+    assert_eq!(
+        (doc["content"].as_str(), doc["revision"].as_u64()),
+        (Some(text.as_str()), Some(49))
+    );
+    assert!(text.starts_with('a') && text.ends_with('b'), "{text}");
+    for e in 0..6 {
+        for k in 0..8 {
+            assert_eq!(text.matches(&format!("<{e}.{k}>")).count(), 1, "{text}");
+        }
+    }
+
+    // One event per revision, in revision order, as answered.
+    let events = events_named(&server, &editors[0].0, "task:batch", "edit.operation").await;
+    let announced: Vec<u64> = events
+        .iter()
+        .map(|e| e["data"]["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        announced,
+        (1..=49).collect::<Vec<u64>>(),
+        "events in revision order"
+    );
+    for event in &events[1..] {
+        let id = event["data"]["client_op_id"]
+            .as_str()
+            .expect("client_op_id");
+        let answered = &applied[id];
+        assert_eq!(event["data"]["revision"], answered["revision"], "{id}");
+        assert_eq!(event["data"]["ops"], answered["ops"], "{id}");
+    }
+}
+
 // Save records the revision and appends `edit.saved`.
 async fn save_answers_the_revision_and_appends_edit_saved(backend: Backend) {
     let server = Server::start(&backend).await;
@@ -1450,6 +1571,7 @@ on_both_backends!(
     concurrent_inserts_are_transformed_the_later_one_first,
     a_retried_client_op_id_gets_the_first_answer_and_applies_once,
     racing_operations_are_announced_in_revision_order,
+    queued_operations_keep_their_semantics_when_batched,
     malformed_or_inconsistent_operations_are_422_and_change_nothing,
     save_answers_the_revision_and_appends_edit_saved,
     leave_ends_the_session,

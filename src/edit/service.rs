@@ -1,6 +1,7 @@
 //! [`Editing`]: the transport-independent core of collaborative editing
-//! (PROTOCOL §8). Sessions, operations, documents and saves live here;
-//! locks in [`super::locks`].
+//! (PROTOCOL §8). Sessions, documents and saves live here, with [`decide`],
+//! the verdict on one operation; submitting operations (in batches) in
+//! [`super::operations`], locks in [`super::locks`].
 //!
 //! Invariants:
 //! - every document, session and lock is keyed by the caller's tenant;
@@ -10,8 +11,9 @@
 //!   that locks its document (see [`crate::storage::edit`]); a refused one
 //!   changes nothing;
 //! - once a change commits, its event is appended even if the client goes
-//!   away ([`detached`]), under the document's [`Turn`](super::sequencer::Turn)
-//!   so one node appends a document's events in revision order.
+//!   away ([`detached`], or the detached batch of [`super::operations`]),
+//!   under the document's [`Turn`](super::sequencer::Turn) so one node
+//!   appends a document's events in revision order.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::api::*;
+use super::operations::Pending;
 use super::ot::{Operation, OtError, transform};
 use super::sequencer::Sequencer;
 use crate::auth::Identity;
@@ -28,16 +31,14 @@ use crate::error::{ApiError, ErrorCode};
 use crate::event::{NewEvent, format_timestamp, now_ms};
 use crate::log::EventLog;
 use crate::storage::AppendRequest;
-use crate::storage::edit::{
-    Applied, DocKey, DocumentRow, EditStore, LockRow, OperationRequest, SessionRow, Submitted,
-};
+use crate::storage::edit::{Applied, DocKey, DocumentRow, EditStore, LockRow, SessionRow};
 
 /// Largest document, in UTF-8 bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Default idle time after which a session answers 410 `session_expired`.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Longest `client_op_id` and session id accepted.
-const MAX_ID_LEN: usize = 128;
+pub(super) const MAX_ID_LEN: usize = 128;
 
 /// The editing core. Cheap to clone: every field is shared.
 #[derive(Clone)]
@@ -46,7 +47,8 @@ pub struct Editing {
     pub(super) namespaces: Arc<Namespaces>,
     /// How long a session may go without an operation or save.
     idle: Duration,
-    pub(super) sequencer: Arc<Sequencer>,
+    /// Turns and queued operations per document.
+    pub(super) sequencer: Arc<Sequencer<Pending>>,
 }
 
 impl Editing {
@@ -123,77 +125,6 @@ impl Editing {
                 revision: doc.revision,
                 active_editors: editors,
             })
-        })
-        .await
-    }
-
-    /// Transforms an operation against everything applied since its base
-    /// revision, applies and stores it, and appends `edit.operation`.
-    pub async fn submit_operation(
-        &self,
-        who: &Identity,
-        session_id: &str,
-        req: SubmitOperationRequest,
-    ) -> Result<SubmitOperationResponse, ApiError> {
-        if let Some(id) = &req.client_op_id
-            && !(1..=MAX_ID_LEN).contains(&id.len())
-        {
-            return Err(ApiError::invalid_message(
-                "client_op_id must be 1-128 characters",
-            ));
-        }
-        let op = Operation::from_json(&req.ops).map_err(invalid_operation)?;
-        let base = u64::try_from(req.revision).map_err(|_| {
-            invalid_operation(OtError(format!(
-                "revision must be a non-negative integer, got {}",
-                req.revision
-            )))
-        })?;
-        let session = self.live_session(who, session_id).await?;
-        let channel = self.readable(who, &session.key)?;
-        let this = self.clone();
-        detached(async move {
-            let _turn = this.sequencer.turn(&session.key).await;
-            let now = now_ms();
-            let verdict = |doc: &DocumentRow, history: &[String]| decide(&op, base, doc, history);
-            let request = OperationRequest {
-                session: &session,
-                client_op_id: req.client_op_id.as_deref(),
-                base_revision: base,
-                now_ms: now,
-            };
-            let (revision, ops) = match this.store().submit_operation(request, &verdict).await? {
-                Submitted::Applied { revision, ops } => (revision, ops),
-                Submitted::Replayed { revision, ops } => {
-                    return Ok(SubmitOperationResponse {
-                        revision,
-                        ops: parse_stored(&ops)?,
-                    });
-                }
-                Submitted::Refused(error) => return Err(error),
-                Submitted::Locked(lock) => return Err(resource_locked(&lock)),
-                Submitted::NoDocument => return Err(no_document()),
-            };
-            let ops = parse_stored(&ops)?;
-            let k = &session.key;
-            this.append(
-                &k.tenant,
-                Some(&session.user_id),
-                &channel,
-                "edit.operation",
-                json!({
-                    "session_id": session.session_id,
-                    "user_id": session.user_id,
-                    "resource_type": k.resource_type,
-                    "resource_id": k.resource_id,
-                    "field": k.field,
-                    "revision": revision,
-                    "ops": ops,
-                    "client_op_id": req.client_op_id,
-                }),
-            )
-            .await?;
-            Ok(SubmitOperationResponse { revision, ops })
         })
         .await
     }
@@ -287,7 +218,11 @@ impl Editing {
     }
 
     /// The caller's session if it may still be used: 410 once left or idle too long.
-    async fn live_session(&self, who: &Identity, session_id: &str) -> Result<SessionRow, ApiError> {
+    pub(super) async fn live_session(
+        &self,
+        who: &Identity,
+        session_id: &str,
+    ) -> Result<SessionRow, ApiError> {
         let session = self.own_session(who, session_id).await?;
         let idle_ms = self.idle.as_millis() as i64;
         let reason = if session.ended_at.is_some() {
@@ -466,14 +401,14 @@ pub(super) fn resource_locked(lock: &LockRow) -> ApiError {
     }))
 }
 
-fn no_document() -> ApiError {
+pub(super) fn no_document() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         "No document for this resource and field yet; start an edit session to create it",
     )
 }
 
-fn parse_stored(ops: &str) -> Result<Value, ApiError> {
+pub(super) fn parse_stored(ops: &str) -> Result<Value, ApiError> {
     serde_json::from_str(ops)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored operation is not JSON: {e}")))
 }

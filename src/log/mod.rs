@@ -102,21 +102,39 @@ impl EventLog {
             .send(AppendJob { request, reply })
             .await
             .map_err(|_| ApiError::new(ErrorCode::Unavailable, "The server is shutting down"))?;
-        match answer.await {
-            Ok(Ok(AppendOutcome::Failed)) => Err(ApiError::new(
-                ErrorCode::ServerError,
-                "The event could not be stored",
-            )),
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(AppendFailed::Unavailable)) => Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "Storage is unavailable, retry shortly",
-            )),
-            Ok(Err(AppendFailed::Failed)) | Err(_) => Err(ApiError::new(
-                ErrorCode::ServerError,
-                "The event could not be stored",
-            )),
+        committed(answer.await)
+    }
+
+    /// Appends several publishes, queued together and in this order, so
+    /// they usually share one group commit; answers each once it is
+    /// committed (or failed), in the same order.
+    pub async fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, ApiError>> {
+        let shutting_down = || ApiError::new(ErrorCode::Unavailable, "The server is shutting down");
+        let queue = self.queue.lock().expect("queue lock").clone();
+        let permits = match &queue {
+            Some(queue) if !requests.is_empty() => queue.reserve_many(requests.len()).await.ok(),
+            _ => None,
+        };
+        let Some(permits) = permits else {
+            return requests.iter().map(|_| Err(shutting_down())).collect();
+        };
+        // Sent without awaiting in between, so the writer finds them together.
+        let answers: Vec<_> = permits
+            .zip(requests)
+            .map(|(permit, request)| {
+                let (reply, answer) = oneshot::channel();
+                permit.send(AppendJob { request, reply });
+                answer
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(committed(answer.await));
         }
+        outcomes
     }
 
     /// A reader of `channels` in `tenant`, from `cursor` (exclusive) or,
@@ -192,6 +210,27 @@ impl EventLog {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+    }
+}
+
+/// What the writer's answer to one append means for its caller.
+fn committed(
+    answer: Result<Result<AppendOutcome, AppendFailed>, oneshot::error::RecvError>,
+) -> Result<AppendOutcome, ApiError> {
+    match answer {
+        Ok(Ok(AppendOutcome::Failed)) => Err(ApiError::new(
+            ErrorCode::ServerError,
+            "The event could not be stored",
+        )),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(AppendFailed::Unavailable)) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "Storage is unavailable, retry shortly",
+        )),
+        Ok(Err(AppendFailed::Failed)) | Err(_) => Err(ApiError::new(
+            ErrorCode::ServerError,
+            "The event could not be stored",
+        )),
     }
 }
 

@@ -2,13 +2,18 @@
 //! operation history, edit sessions and locks.
 //!
 //! Storage knows nothing of operational transformation: the editing core
-//! hands [`EditStore::submit_operation`] a [`Decide`] callback, and storage
-//! runs it on the locked document. Invariants every implementation keeps:
-//! - `submit_operation` is one transaction that holds the document's write
+//! hands [`EditStore::submit_operations`] a batch of operations on one
+//! document, each with its [`Decide`] callback, and storage runs them in
+//! order on the locked document. Invariants every implementation keeps:
+//! - `submit_operations` is one transaction that holds the document's write
 //!   lock (`SELECT ... FOR UPDATE` on Postgres, `BEGIN IMMEDIATE` on SQLite)
 //!   from reading the document and its history until the new content and
-//!   the history row commit together, so transform-and-apply is serialized
+//!   the history rows commit together, so transform-and-apply is serialized
 //!   per document across every node of a cluster;
+//! - within a batch each operation sees the document as the operations
+//!   before it left it (content, revision, history, recorded
+//!   `client_op_id`s), exactly as if each had its own transaction; a
+//!   refused one changes nothing and does not affect the others;
 //! - revisions are dense: the history holds exactly one row for each of
 //!   `1..=revision`, keyed by (document, revision);
 //! - a `client_op_id` is recorded once per session, in that transaction, so
@@ -67,13 +72,23 @@ pub struct LockRow {
 }
 
 /// An operation to transform and apply.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct OperationRequest<'a> {
     pub session: &'a SessionRow,
     pub client_op_id: Option<&'a str>,
     /// The revision the operation was made against.
     pub base_revision: u64,
+    /// The editing core's verdict on this operation.
+    pub decide: Decide<'a>,
+}
+
+/// Operations on one document, applied in order in one transaction.
+#[derive(Clone, Copy)]
+pub struct OperationBatch<'a> {
+    pub key: &'a DocKey,
     pub now_ms: i64,
+    /// All on `key`; each gets one [`Submitted`], in this order.
+    pub operations: &'a [OperationRequest<'a>],
 }
 
 /// What the editing core computed from the locked document.
@@ -138,13 +153,10 @@ pub trait EditStore: Send + Sync {
 
     async fn document(&self, key: &DocKey) -> Result<Option<DocumentRow>>;
 
-    /// Transforms and applies one operation under the document's lock; see
-    /// the module invariants. Also marks the session active.
-    async fn submit_operation(
-        &self,
-        request: OperationRequest<'_>,
-        decide: Decide<'_>,
-    ) -> Result<Submitted>;
+    /// Transforms and applies a batch of operations in order under the
+    /// document's lock, in one transaction; see the module invariants. Also
+    /// marks the sessions of applied operations active.
+    async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>>;
 
     /// Records the current revision as saved and marks the session active;
     /// `None` without a document.
@@ -317,11 +329,12 @@ pub(crate) trait SubmitTx: Send {
     async fn live_lock(&mut self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
     /// Operations after `after`, by revision, as wire JSON.
     async fn history(&mut self, key: &DocKey, after: u64) -> Result<Vec<String>>;
-    async fn insert_operation(
+    /// Stores the history rows of `operations`, all of `key`, in one statement.
+    async fn insert_operations(
         &mut self,
-        revision: u64,
-        ops: &str,
-        request: &OperationRequest<'_>,
+        key: &DocKey,
+        operations: &[NewOperation<'_>],
+        now_ms: i64,
     ) -> Result<()>;
     async fn update_document(
         &mut self,
@@ -330,49 +343,149 @@ pub(crate) trait SubmitTx: Send {
         revision: u64,
         now_ms: i64,
     ) -> Result<()>;
-    async fn touch_session(&mut self, session_id: &str, now_ms: i64) -> Result<()>;
+    /// Marks sessions active, in one statement.
+    async fn touch_sessions(&mut self, session_ids: &[&str], now_ms: i64) -> Result<()>;
 }
 
-/// Transform-and-apply through `tx`; the caller commits. The order matters:
-/// a retry is answered before anything else is checked (it was accepted
-/// once), and a lock taken since then does not turn it into a refusal.
+/// Transform-and-apply of a batch through `tx`; the caller commits.
+/// Per operation the order matters: a retry is answered before anything
+/// else is checked (it was accepted once), and a lock taken since then does
+/// not turn it into a refusal.
 pub(crate) async fn submit_in<T: SubmitTx>(
     tx: &mut T,
-    request: OperationRequest<'_>,
-    decide: Decide<'_>,
-) -> Result<Submitted> {
-    let key = &request.session.key;
-    let Some(doc) = tx.lock_document(key).await? else {
-        return Ok(Submitted::NoDocument);
+    batch: OperationBatch<'_>,
+) -> Result<Vec<Submitted>> {
+    let key = batch.key;
+    let Some(mut doc) = tx.lock_document(key).await? else {
+        return Ok(batch
+            .operations
+            .iter()
+            .map(|_| Submitted::NoDocument)
+            .collect());
     };
-    if let Some(id) = request.client_op_id
-        && let Some((revision, ops)) = tx.find_client_op(&request.session.session_id, id).await?
-    {
-        return Ok(Submitted::Replayed { revision, ops });
+    let lock = tx.live_lock(key, batch.now_ms).await?;
+    let mut history = History::read(tx, key, &doc, batch.operations).await?;
+    let mut outcomes = Vec::with_capacity(batch.operations.len());
+    let mut inserts: Vec<NewOperation<'_>> = Vec::new();
+    for request in batch.operations {
+        if let Some(id) = request.client_op_id
+            && let Some((revision, ops)) = replay(tx, &inserts, request.session, id).await?
+        {
+            outcomes.push(Submitted::Replayed { revision, ops });
+            continue;
+        }
+        if let Some(lock) = &lock
+            && lock.user_id != request.session.user_id
+        {
+            outcomes.push(Submitted::Locked(lock.clone()));
+            continue;
+        }
+        let applied = match (request.decide)(&doc, history.since(request.base_revision, &doc)) {
+            Ok(applied) => applied,
+            Err(refusal) => {
+                outcomes.push(Submitted::Refused(refusal));
+                continue;
+            }
+        };
+        let revision = doc.revision + 1;
+        history.push(applied.ops.clone());
+        doc = DocumentRow {
+            content: applied.content,
+            revision,
+            updated_at: batch.now_ms,
+        };
+        inserts.push(NewOperation {
+            revision,
+            ops: applied.ops.clone(),
+            request,
+        });
+        outcomes.push(Submitted::Applied {
+            revision,
+            ops: applied.ops,
+        });
     }
-    if let Some(lock) = tx.live_lock(key, request.now_ms).await?
-        && lock.user_id != request.session.user_id
-    {
-        return Ok(Submitted::Locked(lock));
+    if !inserts.is_empty() {
+        tx.insert_operations(key, &inserts, batch.now_ms).await?;
+        tx.update_document(key, &doc.content, doc.revision, batch.now_ms)
+            .await?;
+        let mut sessions: Vec<&str> = inserts
+            .iter()
+            .map(|o| o.request.session.session_id.as_str())
+            .collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        tx.touch_sessions(&sessions, batch.now_ms).await?;
     }
-    let history = if request.base_revision < doc.revision {
-        tx.history(key, request.base_revision).await?
-    } else {
-        Vec::new()
-    };
-    let applied = match decide(&doc, &history) {
-        Ok(applied) => applied,
-        Err(refusal) => return Ok(Submitted::Refused(refusal)),
-    };
-    let revision = doc.revision + 1;
-    tx.insert_operation(revision, &applied.ops, &request)
-        .await?;
-    tx.update_document(key, &applied.content, revision, request.now_ms)
-        .await?;
-    tx.touch_session(&request.session.session_id, request.now_ms)
-        .await?;
-    Ok(Submitted::Applied {
-        revision,
-        ops: applied.ops,
-    })
+    Ok(outcomes)
+}
+
+/// An operation applied in this batch, to be stored with the others.
+pub(crate) struct NewOperation<'a> {
+    pub revision: u64,
+    /// As applied, wire JSON.
+    pub ops: String,
+    pub request: &'a OperationRequest<'a>,
+}
+
+/// The stored answer to an earlier `client_op_id` of the session: applied
+/// earlier in this batch (not stored yet) or before it.
+async fn replay<T: SubmitTx>(
+    tx: &mut T,
+    batch: &[NewOperation<'_>],
+    session: &SessionRow,
+    client_op_id: &str,
+) -> Result<Option<(u64, String)>> {
+    let earlier = batch.iter().find(|o| {
+        o.request.client_op_id == Some(client_op_id)
+            && o.request.session.session_id == session.session_id
+    });
+    if let Some(o) = earlier {
+        return Ok(Some((o.revision, o.ops.clone())));
+    }
+    tx.find_client_op(&session.session_id, client_op_id).await
+}
+
+/// The operations applied after the batch's oldest base revision, read once
+/// and extended as the batch applies more, so each operation is transformed
+/// past everything before it, earlier ones of the batch included.
+struct History {
+    /// The revision `ops[0]` was applied on top of.
+    after: u64,
+    ops: Vec<String>,
+}
+
+impl History {
+    async fn read<T: SubmitTx>(
+        tx: &mut T,
+        key: &DocKey,
+        doc: &DocumentRow,
+        operations: &[OperationRequest<'_>],
+    ) -> Result<History> {
+        let oldest = operations
+            .iter()
+            .map(|r| r.base_revision)
+            .min()
+            .unwrap_or(doc.revision)
+            .min(doc.revision);
+        let ops = if oldest < doc.revision {
+            tx.history(key, oldest).await?
+        } else {
+            Vec::new()
+        };
+        Ok(History { after: oldest, ops })
+    }
+
+    /// The operations applied after `base`, in order; none for a base the
+    /// document has not reached (the verdict refuses it).
+    fn since(&self, base: u64, doc: &DocumentRow) -> &[String] {
+        if base >= doc.revision {
+            return &[];
+        }
+        let skip = usize::try_from(base - self.after).unwrap_or(usize::MAX);
+        self.ops.get(skip..).unwrap_or_default()
+    }
+
+    fn push(&mut self, ops: String) {
+        self.ops.push(ops);
+    }
 }

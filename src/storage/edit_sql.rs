@@ -10,10 +10,13 @@
 
 /// Implements [`EditStore`](crate::storage::edit::EditStore) for a backend
 /// with a `pool` field: `$begin` opens each writing transaction, `$lock_row`
-/// ends the query that reads a document for transform-and-apply. The caller
-/// imports what the SQL code names (see `sqlite/edit.rs`).
+/// ends the query that reads a document for transform-and-apply, and
+/// `reads` names the pool that looks sessions up (on SQLite not the one
+/// write connection, so every operation's lookup does not queue behind
+/// the writes). The caller imports what the SQL code names (see
+/// `sqlite/edit.rs`).
 macro_rules! impl_edit_store {
-    ($storage:ty, $db:ty, begin = $begin:literal, lock_row = $lock_row:literal) => {
+    ($storage:ty, $db:ty, begin = $begin:literal, lock_row = $lock_row:literal, reads = $reads:ident) => {
         #[async_trait]
         impl EditStore for $storage {
             async fn create_session(&self, s: &SessionRow) -> Result<DocumentRow> {
@@ -60,7 +63,7 @@ macro_rules! impl_edit_store {
                 ))
                 .bind(tenant)
                 .bind(session_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.$reads)
                 .await?;
                 Ok(row.map(session_from_row))
             }
@@ -110,15 +113,11 @@ macro_rules! impl_edit_store {
                 Ok(row.map(document_from_row))
             }
 
-            async fn submit_operation(
-                &self,
-                request: OperationRequest<'_>,
-                decide: Decide<'_>,
-            ) -> Result<Submitted> {
+            async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let outcome = submit_in(&mut SubmitInTx(&mut tx), request, decide).await?;
+                let outcomes = submit_in(&mut SubmitInTx(&mut tx), batch).await?;
                 tx.commit().await?;
-                Ok(outcome)
+                Ok(outcomes)
             }
 
             async fn save_document(
@@ -385,29 +384,29 @@ macro_rules! impl_edit_store {
                 Ok(rows.into_iter().map(|(ops,)| ops).collect())
             }
 
-            async fn insert_operation(
+            async fn insert_operations(
                 &mut self,
-                revision: u64,
-                ops: &str,
-                r: &OperationRequest<'_>,
+                k: &DocKey,
+                operations: &[NewOperation<'_>],
+                now_ms: i64,
             ) -> Result<()> {
-                let k = &r.session.key;
-                sqlx::query(
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "INSERT INTO edit_operations (tenant, resource_type, resource_id, field, revision, ops, \
-                     session_id, user_id, client_op_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(&k.tenant)
-                .bind(&k.resource_type)
-                .bind(&k.resource_id)
-                .bind(&k.field)
-                .bind(revision as i64)
-                .bind(ops)
-                .bind(&r.session.session_id)
-                .bind(&r.session.user_id)
-                .bind(r.client_op_id)
-                .bind(r.now_ms)
-                .execute(&mut **self.0)
-                .await?;
+                     session_id, user_id, client_op_id, created_at) ",
+                );
+                q.push_values(operations, |mut row, o| {
+                    row.push_bind(&k.tenant)
+                        .push_bind(&k.resource_type)
+                        .push_bind(&k.resource_id)
+                        .push_bind(&k.field)
+                        .push_bind(o.revision as i64)
+                        .push_bind(&o.ops)
+                        .push_bind(&o.request.session.session_id)
+                        .push_bind(&o.request.session.user_id)
+                        .push_bind(o.request.client_op_id)
+                        .push_bind(now_ms);
+                });
+                q.build().execute(&mut **self.0).await?;
                 Ok(())
             }
 
@@ -434,12 +433,16 @@ macro_rules! impl_edit_store {
                 Ok(())
             }
 
-            async fn touch_session(&mut self, session_id: &str, now_ms: i64) -> Result<()> {
-                sqlx::query("UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1")
-                    .bind(session_id)
-                    .bind(now_ms)
-                    .execute(&mut **self.0)
-                    .await?;
+            async fn touch_sessions(&mut self, session_ids: &[&str], now_ms: i64) -> Result<()> {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("UPDATE edit_sessions SET last_active_at = ");
+                q.push_bind(now_ms).push(" WHERE session_id IN (");
+                let mut ids = q.separated(", ");
+                for id in session_ids {
+                    ids.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut **self.0).await?;
                 Ok(())
             }
         }

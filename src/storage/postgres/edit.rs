@@ -3,12 +3,12 @@
 //! (`FOR UPDATE`) through commit during transform-and-apply.
 
 use async_trait::async_trait;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::PostgresStorage;
 use crate::storage::Result;
 use crate::storage::edit::{
-    Decide, DocKey, DocumentRow, EditStore, LockAttempt, LockRow, LockTuple, OperationRequest,
+    DocKey, DocumentRow, EditStore, LockAttempt, LockRow, LockTuple, NewOperation, OperationBatch,
     SessionRow, SessionTuple, SubmitTx, Submitted, document_from_row, lock_columns, lock_from_row,
     session_columns, session_from_row, submit_in,
 };
@@ -17,5 +17,6 @@ crate::storage::edit_sql::impl_edit_store!(
     PostgresStorage,
     Postgres,
     begin = "BEGIN",
-    lock_row = " FOR UPDATE"
+    lock_row = " FOR UPDATE",
+    reads = pool
 );
