@@ -19,6 +19,7 @@
 # bench-results/<time>-cluster-<scenario>/ (git-ignored).
 #
 # Environment: RUNS=3 CLUSTER_RATE=1000 CLUSTER_SUBS=10 CLUSTER_SECS=10
+#   CLUSTER_PUBLISH_CONNS=32 (publishes in flight: each waits for its commit)
 #   STREAM_NODES=6 STREAMS_PER_NODE=16700 STREAM_SETTLE_SECS=5
 #   SWITCHYARD_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
 #   REDIS_URL=redis://127.0.0.1:6379 BASE_PORT=8280 SERVER_CPU=0 CLIENT_CPU=1
@@ -40,6 +41,7 @@ RUNS=${RUNS:-3}
 CLUSTER_RATE=${CLUSTER_RATE:-1000}
 CLUSTER_SUBS=${CLUSTER_SUBS:-10}
 CLUSTER_SECS=${CLUSTER_SECS:-10}
+CLUSTER_PUBLISH_CONNS=${CLUSTER_PUBLISH_CONNS:-32}
 STREAM_NODES=${STREAM_NODES:-6}
 STREAMS_PER_NODE=${STREAMS_PER_NODE:-16700}
 STREAM_SETTLE_SECS=${STREAM_SETTLE_SECS:-5}
@@ -169,7 +171,7 @@ run_latency() { # SYSTEM
   sleep 1
   log "run $RUN_NO: $1 latency across nodes, $CLUSTER_RATE events/s x $CLUSTER_SUBS subscribers ($QUIET_NOTE)"
   client "$1" fanout --url "http://127.0.0.1:$(node_port 1)" --url "http://127.0.0.1:$(node_port 2)" --cross-node \
-    -n "$CLUSTER_SUBS" -r "$CLUSTER_RATE" -d "$CLUSTER_SECS" --label "$1-cluster" \
+    -n "$CLUSTER_SUBS" -r "$CLUSTER_RATE" -d "$CLUSTER_SECS" --publish-connections "$CLUSTER_PUBLISH_CONNS" --label "$1-cluster" \
     --server-pid "${SERVER_PIDS[0]}" --server-pid "${SERVER_PIDS[1]}" 2>&1 | tee -a "$OUT/run.log" ||
     echo "client failed: run $RUN_NO $1 latency" | tee -a "$PROBLEMS"
   stop_nodes
