@@ -9,20 +9,19 @@
 //! operations are applied one at a time.
 
 /// Implements [`EditStore`](crate::storage::edit::EditStore) for a backend
-/// with a `pool` field and a `begin_write` method that opens each writing
-/// transaction (on SQLite, at `synchronous=NORMAL`; see `sqlite.rs`): `$lock_row`
+/// with a `pool` field: `$begin` opens each writing transaction, `$lock_row`
 /// ends the query that reads a document for transform-and-apply, and
 /// `reads` names the pool that looks sessions up (on SQLite not the one
 /// write connection, so every operation's lookup does not queue behind
 /// the writes). The caller imports what the SQL code names (see
 /// `sqlite/edit.rs`).
 macro_rules! impl_edit_store {
-    ($storage:ty, $db:ty, lock_row = $lock_row:literal, reads = $reads:ident) => {
+    ($storage:ty, $db:ty, begin = $begin:literal, lock_row = $lock_row:literal, reads = $reads:ident) => {
         #[async_trait]
         impl EditStore for $storage {
             async fn create_session(&self, s: &SessionRow) -> Result<DocumentRow> {
                 let k = &s.key;
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO edit_documents (tenant, resource_type, resource_id, field, content, revision, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, '', 0, $5, $5) ON CONFLICT DO NOTHING",
@@ -115,7 +114,7 @@ macro_rules! impl_edit_store {
             }
 
             async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let outcomes = submit_in(&mut SubmitInTx(&mut tx), batch).await?;
                 tx.commit().await?;
                 Ok(outcomes)
@@ -127,7 +126,7 @@ macro_rules! impl_edit_store {
                 session_id: &str,
                 now_ms: i64,
             ) -> Result<Option<DocumentRow>> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let row: Option<(String, i64, i64)> = sqlx::query_as(
                     "UPDATE edit_documents SET saved_revision = revision, saved_at = $5 \
                      WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 \
@@ -185,7 +184,7 @@ macro_rules! impl_edit_store {
                 now_ms: i64,
             ) -> Result<(LockAttempt, Vec<LockRow>)> {
                 let k = &lock.key;
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let expired: Vec<LockTuple> = sqlx::query_as(concat!(
                     "DELETE FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
                      AND field = $4 AND expires_at <= $5 RETURNING ",

@@ -38,11 +38,6 @@ impl PostgresStorage {
             .await?;
         Ok(Self { pool })
     }
-
-    /// Opens a writing transaction of editing.
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.pool.begin().await
-    }
 }
 
 #[async_trait]

@@ -1,16 +1,6 @@
-//! The SQLite log: the embedded default (WAL; all writes share one
+//! The SQLite log: the embedded default (WAL; log appends commit with
+//! `synchronous=FULL`, everything else with `NORMAL`; all writes share one
 //! connection).
-//!
-//! Durability: a log append commits with `synchronous=FULL` (an
-//! acknowledged publish or edit is fsynced, with every WAL frame before it);
-//! other writes may commit with `NORMAL` (durable across process crashes).
-//! The level is set where it matters, in the same round trip as `BEGIN`:
-//! every append begins `PRAGMA synchronous = FULL; BEGIN IMMEDIATE`, so its
-//! durability never depends on what ran before. It leaves the connection
-//! at FULL; editing's transactions begin with `NORMAL` the same way, and
-//! any other writer finding the connection left at FULL resets it when it
-//! takes it ([`SqliteStorage::full`]), so runs of appends and edits pay no
-//! extra statement and other writes seldom pay an fsync.
 //!
 //! Appends take `BEGIN IMMEDIATE`, the database's one write lock, so the
 //! pruner and the writer never trip over each other's snapshots. Channel
@@ -22,19 +12,18 @@ mod presence;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Executor, QueryBuilder, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
 use super::{
     AppendOutcome, AppendRequest, CursorExpired, IDEMPOTENCY_WINDOW_MS, Result, Storage,
-    event_from_row,
+    StorageError, event_from_row,
 };
 use crate::event::Event;
 
@@ -46,17 +35,7 @@ pub struct SqliteStorage {
     pool: SqlitePool,
     /// Reads of the log (the hot path of every stream and poll).
     read_pool: SqlitePool,
-    /// Set while the write connection may be at `synchronous=FULL` (an
-    /// append left it so); whoever takes the connection next resets it to
-    /// NORMAL unless it sets its own level (clearing this first). Only
-    /// speed depends on it: a write at FULL is merely slower.
-    full: Arc<AtomicBool>,
 }
-
-/// Begins a log append: always FULL, whatever ran before.
-const BEGIN_APPEND: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE";
-/// Begins any other writing transaction that sets its own level.
-const BEGIN_NORMAL: &str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE";
 
 impl SqliteStorage {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
@@ -70,28 +49,11 @@ impl SqliteStorage {
             })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let full = Arc::new(AtomicBool::new(false));
-        // No ping before handing a connection out: it only asks the
-        // connection's thread whether it runs, one more round trip for
-        // every statement or transaction (it is asked again on release).
         let single = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .before_acquire({
-                let full = full.clone();
-                move |conn, _| {
-                    let full = full.clone();
-                    Box::pin(async move {
-                        if full.swap(false, Ordering::AcqRel) {
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        }
-                        Ok(true)
-                    })
-                }
-            });
+            .max_lifetime(None);
         let pool = single.connect_with(options.clone()).await?;
         // An in-memory database lives and dies with its one connection.
         let read_pool = if memory {
@@ -99,23 +61,10 @@ impl SqliteStorage {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(8)
-                .test_before_acquire(false)
                 .connect_with(options)
                 .await?
         };
-        Ok(Self {
-            pool,
-            read_pool,
-            full,
-        })
-    }
-
-    /// Opens a writing transaction at `synchronous=NORMAL` (editing's: the
-    /// append after it syncs it).
-    async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        // Sets its own level: no reset needed when taking the connection.
-        self.full.store(false, Ordering::Release);
-        self.pool.begin_with(BEGIN_NORMAL).await
+        Ok(Self { pool, read_pool })
     }
 }
 
@@ -138,17 +87,24 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
-        // The log commits with FULL, set in the BEGIN itself, so an
-        // acknowledged publish is on disk (its WAL frames, and every frame
-        // before them) whatever the connection did before. The level stays
-        // FULL after it: the next writer resets it unless it sets its own.
-        self.full.store(false, Ordering::Release);
         let mut conn = self.pool.acquire().await?;
-        self.full.store(true, Ordering::Release);
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, BEGIN_APPEND).await?;
-        let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        // Side tables commit with NORMAL (durable across process crashes);
+        // the log commits with FULL, so an acknowledged publish is on disk
+        // (its WAL frames, and every frame before them).
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let appended = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
+            tx.commit().await?;
+            Ok::<_, StorageError>(outcomes)
+        }
+        .await;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        appended
     }
 
     async fn read(

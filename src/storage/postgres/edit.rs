@@ -16,6 +16,7 @@ use crate::storage::edit::{
 crate::storage::edit_sql::impl_edit_store!(
     PostgresStorage,
     Postgres,
+    begin = "BEGIN",
     lock_row = " FOR UPDATE",
     reads = pool
 );

@@ -1,9 +1,8 @@
 //! The SQLite implementation of [`EditStore`]: the shared SQL of
 //! `storage/edit_sql.rs`, with every writing transaction
-//! begun `BEGIN IMMEDIATE` ([`SqliteStorage::begin_write`]): the write lock
-//! held up front serializes transform-and-apply per document (and
-//! everything else). Sessions are looked up on the read pool (committed
-//! rows; WAL readers never block).
+//! begun `BEGIN IMMEDIATE`: the write lock held up front serializes
+//! transform-and-apply per document (and everything else). Sessions are
+//! looked up on the read pool (committed rows; WAL readers never block).
 
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, Transaction};
@@ -16,4 +15,10 @@ use crate::storage::edit::{
     session_columns, session_from_row, submit_in,
 };
 
-crate::storage::edit_sql::impl_edit_store!(SqliteStorage, Sqlite, lock_row = "", reads = read_pool);
+crate::storage::edit_sql::impl_edit_store!(
+    SqliteStorage,
+    Sqlite,
+    begin = "BEGIN IMMEDIATE",
+    lock_row = "",
+    reads = read_pool
+);
