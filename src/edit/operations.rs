@@ -1,7 +1,11 @@
 //! Submitting operations (PROTOCOL §8), applied in batches per document.
 //!
 //! Each operation is queued on its document's [`Sequencer`](super::sequencer)
-//! by a detached task, which then takes the document's turn. The turn
+//! by a detached task, which then takes the document's turn. A session this
+//! node has seen needs no lookup to find its document: whether it may still
+//! be used (exists, the caller's, not left or idle) is checked in the
+//! batch's transaction, one read for all its sessions, with the answers a
+//! lookup would give. The turn
 //! holder takes every operation queued by then (up to [`MAX_BATCH`]) and:
 //! 1. transforms and applies them in arrival order in ONE storage
 //!    transaction, each past everything applied before it, earlier ones of
@@ -75,8 +79,7 @@ impl Editing {
                 req.revision
             )))
         })?;
-        let session = self.live_session(who, session_id).await?;
-        let channel = self.readable(who, &session.key)?;
+        let (session, channel) = self.operation_session(who, session_id).await?;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             session,
@@ -92,6 +95,27 @@ impl Editing {
         answer
             .await
             .map_err(|_| ApiError::Internal(anyhow::anyhow!("edit task failed")))?
+    }
+
+    /// The session and channel of an operation. A session this node knows
+    /// needs no lookup: its owner and channel are checked here, whether it
+    /// is left or idle in the batch's transaction. Otherwise, and whenever
+    /// a check fails here, the lookup checks everything, so the answers come
+    /// in the same order as ever (404, 403 owner, 410, 403 channel).
+    async fn operation_session(
+        &self,
+        who: &Identity,
+        session_id: &str,
+    ) -> Result<(SessionRow, Channel), ApiError> {
+        if let Some(session) = self.known_session(&who.tenant, session_id)
+            && session.user_id == who.user_id
+            && let Ok(channel) = self.readable(who, &session.key)
+        {
+            return Ok((session, channel));
+        }
+        let session = self.live_session(who, session_id).await?;
+        let channel = self.readable(who, &session.key)?;
+        Ok((session, channel))
     }
 
     /// Queues `pending` on its document and takes the turn; applies whatever
@@ -139,6 +163,16 @@ impl Editing {
 
     /// One storage transaction for the whole batch.
     async fn submit_batch(&self, batch: &[Pending]) -> Result<Vec<Submitted>, ApiError> {
+        let now = now_ms();
+        let checks: Vec<_> = batch
+            .iter()
+            .map(|p| {
+                let s = &p.session;
+                move |found: Option<&SessionRow>| {
+                    self.check_live(&s.user_id, &s.session_id, found, now)
+                }
+            })
+            .collect();
         let verdicts: Vec<_> = batch
             .iter()
             .map(|p| {
@@ -147,9 +181,10 @@ impl Editing {
             .collect();
         let operations: Vec<OperationRequest<'_>> = batch
             .iter()
-            .zip(&verdicts)
-            .map(|(p, verdict)| OperationRequest {
+            .zip(checks.iter().zip(&verdicts))
+            .map(|(p, (check, verdict))| OperationRequest {
                 session: &p.session,
+                check_session: check,
                 client_op_id: p.client_op_id.as_deref(),
                 base_revision: p.base,
                 decide: verdict,
@@ -157,7 +192,7 @@ impl Editing {
             .collect();
         let request = OperationBatch {
             key: &batch[0].session.key,
-            now_ms: now_ms(),
+            now_ms: now,
             operations: &operations,
         };
         Ok(self.store().submit_operations(request).await?)

@@ -15,8 +15,9 @@
 //!   under the document's [`Turn`](super::sequencer::Turn) so one node
 //!   appends a document's events in revision order.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -39,6 +40,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Longest `client_op_id` and session id accepted.
 pub(super) const MAX_ID_LEN: usize = 128;
+/// Most sessions remembered by [`Editing::known_session`]; past this the
+/// memory starts over.
+const KNOWN_SESSIONS: usize = 65_536;
 
 /// The editing core. Cheap to clone: every field is shared.
 #[derive(Clone)]
@@ -49,6 +53,11 @@ pub struct Editing {
     idle: Duration,
     /// Turns and queued operations per document.
     pub(super) sequencer: Arc<Sequencer<Pending>>,
+    /// Sessions looked up or started here, by (tenant, id). Only what never
+    /// changes is trusted from it (document and owner), so an operation
+    /// finds its document without a lookup; whether the session may still
+    /// be used is checked in the operation's transaction.
+    known: Arc<Mutex<HashMap<(String, String), SessionRow>>>,
 }
 
 impl Editing {
@@ -58,7 +67,28 @@ impl Editing {
             namespaces,
             idle,
             sequencer: Arc::new(Sequencer::default()),
+            known: Arc::default(),
         }
+    }
+
+    /// A session this node has seen, as it was then: trust only its id,
+    /// document and owner.
+    pub(super) fn known_session(&self, tenant: &str, session_id: &str) -> Option<SessionRow> {
+        let known = self.known.lock().expect("sessions lock");
+        known
+            .get(&(tenant.to_string(), session_id.to_string()))
+            .cloned()
+    }
+
+    fn remember(&self, session: &SessionRow) {
+        let mut known = self.known.lock().expect("sessions lock");
+        if known.len() >= KNOWN_SESSIONS {
+            known.clear();
+        }
+        known.insert(
+            (session.key.tenant.clone(), session.session_id.clone()),
+            session.clone(),
+        );
     }
 
     pub(super) fn store(&self) -> &dyn EditStore {
@@ -91,6 +121,7 @@ impl Editing {
         let this = self.clone();
         detached(async move {
             let doc = this.store().create_session(&session).await?;
+            this.remember(&session);
             let since = now - this.idle.as_millis() as i64;
             let editors = this
                 .store()
@@ -203,18 +234,11 @@ impl Editing {
         } else {
             None
         };
-        let session = found.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("No edit session '{}'", truncate(session_id)),
-            )
-        })?;
-        if session.user_id != who.user_id {
-            return Err(ApiError::permission_denied(
-                "This edit session belongs to another user",
-            ));
+        if let Some(session) = &found {
+            self.remember(session);
         }
-        Ok(session)
+        own(&who.user_id, session_id, found.as_ref())?;
+        Ok(found.expect("checked by own"))
     }
 
     /// The caller's session if it may still be used: 410 once left or idle too long.
@@ -224,10 +248,29 @@ impl Editing {
         session_id: &str,
     ) -> Result<SessionRow, ApiError> {
         let session = self.own_session(who, session_id).await?;
+        self.usable(&session, now_ms())?;
+        Ok(session)
+    }
+
+    /// [`Self::live_session`]'s verdict on a session read elsewhere (in an
+    /// operation's transaction): the same answers, in the same order.
+    pub(super) fn check_live(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        found: Option<&SessionRow>,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let session = own(user_id, session_id, found)?;
+        self.usable(session, now_ms)
+    }
+
+    /// 410 once left or idle too long at `now_ms`.
+    fn usable(&self, session: &SessionRow, now_ms: i64) -> Result<(), ApiError> {
         let idle_ms = self.idle.as_millis() as i64;
         let reason = if session.ended_at.is_some() {
             Some(("left", "The edit session was left".to_string()))
-        } else if now_ms() - session.last_active_at > idle_ms {
+        } else if now_ms - session.last_active_at > idle_ms {
             Some((
                 "idle",
                 format!(
@@ -245,7 +288,7 @@ impl Editing {
             )
             .with_details(json!({ "session_id": session.session_id, "reason": reason })));
         }
-        Ok(session)
+        Ok(())
     }
 
     /// Validates a resource and field, and checks the caller may read its
@@ -411,6 +454,26 @@ pub(super) fn no_document() -> ApiError {
 pub(super) fn parse_stored(ops: &str) -> Result<Value, ApiError> {
     serde_json::from_str(ops)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored operation is not JSON: {e}")))
+}
+
+/// The caller's (`user_id`'s) session: 404 unknown, 403 another user's.
+fn own<'a>(
+    user_id: &str,
+    session_id: &str,
+    found: Option<&'a SessionRow>,
+) -> Result<&'a SessionRow, ApiError> {
+    let session = found.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("No edit session '{}'", truncate(session_id)),
+        )
+    })?;
+    if session.user_id != user_id {
+        return Err(ApiError::permission_denied(
+            "This edit session belongs to another user",
+        ));
+    }
+    Ok(session)
 }
 
 fn truncate(s: &str) -> String {

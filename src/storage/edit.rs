@@ -74,7 +74,12 @@ pub struct LockRow {
 /// An operation to transform and apply.
 #[derive(Clone, Copy)]
 pub struct OperationRequest<'a> {
+    /// Its session as the caller knows it: id, document and owner (which
+    /// never change); whether it may still be used is [`Self::check_session`]'s.
     pub session: &'a SessionRow,
+    /// The editing core's verdict on the session as stored (`None`: no such
+    /// session in the tenant), checked first.
+    pub check_session: CheckSession<'a>,
     pub client_op_id: Option<&'a str>,
     /// The revision the operation was made against.
     pub base_revision: u64,
@@ -105,6 +110,11 @@ pub struct Applied {
 pub type Decide<'a> =
     &'a (dyn Fn(&DocumentRow, &[String]) -> std::result::Result<Applied, ApiError> + Sync);
 
+/// The editing core's verdict on an operation's session, read in the
+/// transaction: may it still be used? Pure and quick.
+pub type CheckSession<'a> =
+    &'a (dyn Fn(Option<&SessionRow>) -> std::result::Result<(), ApiError> + Sync);
+
 /// What became of an [`OperationRequest`].
 #[derive(Debug)]
 pub enum Submitted {
@@ -112,7 +122,7 @@ pub enum Submitted {
     Applied { revision: u64, ops: String },
     /// The session sent this `client_op_id` before: its first answer.
     Replayed { revision: u64, ops: String },
-    /// [`Decide`] refused it; nothing changed.
+    /// [`CheckSession`] or [`Decide`] refused it; nothing changed.
     Refused(ApiError),
     /// Another user holds a live lock on the field; nothing changed.
     Locked(LockRow),
@@ -327,6 +337,8 @@ pub(crate) trait SubmitTx: Send {
         client_op_id: &str,
     ) -> Result<Option<(u64, String)>>;
     async fn live_lock(&mut self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
+    /// The sessions of `tenant` among `session_ids`, in one statement.
+    async fn sessions(&mut self, tenant: &str, session_ids: &[&str]) -> Result<Vec<SessionRow>>;
     /// Operations after `after`, by revision, as wire JSON.
     async fn history(&mut self, key: &DocKey, after: u64) -> Result<Vec<String>>;
     /// Stores the history rows of `operations`, all of `key`, in one statement.
@@ -348,9 +360,10 @@ pub(crate) trait SubmitTx: Send {
 }
 
 /// Transform-and-apply of a batch through `tx`; the caller commits.
-/// Per operation the order matters: a retry is answered before anything
-/// else is checked (it was accepted once), and a lock taken since then does
-/// not turn it into a refusal.
+/// Per operation the order matters: the session is checked first (as the
+/// stored row is now: a left or idle session answers even a retry), then a
+/// retry is answered before anything else is checked (it was accepted
+/// once), and a lock taken since then does not turn it into a refusal.
 pub(crate) async fn submit_in<T: SubmitTx>(
     tx: &mut T,
     batch: OperationBatch<'_>,
@@ -364,10 +377,17 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             .collect());
     };
     let lock = tx.live_lock(key, batch.now_ms).await?;
+    let sessions = read_sessions(tx, key, batch.operations).await?;
     let mut history = History::read(tx, key, &doc, batch.operations).await?;
     let mut outcomes = Vec::with_capacity(batch.operations.len());
     let mut inserts: Vec<NewOperation<'_>> = Vec::new();
     for request in batch.operations {
+        let id = request.session.session_id.as_str();
+        let stored = sessions.iter().find(|s| s.session_id == id);
+        if let Err(refusal) = (request.check_session)(stored) {
+            outcomes.push(Submitted::Refused(refusal));
+            continue;
+        }
         if let Some(id) = request.client_op_id
             && let Some((revision, ops)) = replay(tx, &inserts, request.session, id).await?
         {
@@ -417,6 +437,21 @@ pub(crate) async fn submit_in<T: SubmitTx>(
         tx.touch_sessions(&sessions, batch.now_ms).await?;
     }
     Ok(outcomes)
+}
+
+/// The stored sessions of the batch's operations, read once.
+async fn read_sessions<T: SubmitTx>(
+    tx: &mut T,
+    key: &DocKey,
+    operations: &[OperationRequest<'_>],
+) -> Result<Vec<SessionRow>> {
+    let mut ids: Vec<&str> = operations
+        .iter()
+        .map(|o| o.session.session_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    tx.sessions(&key.tenant, &ids).await
 }
 
 /// An operation applied in this batch, to be stored with the others.

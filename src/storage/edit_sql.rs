@@ -368,6 +368,26 @@ macro_rules! impl_edit_store {
                 Ok(row.map(lock_from_row))
             }
 
+            async fn sessions(
+                &mut self,
+                tenant: &str,
+                session_ids: &[&str],
+            ) -> Result<Vec<SessionRow>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM edit_sessions WHERE tenant = "
+                ));
+                q.push_bind(tenant).push(" AND session_id IN (");
+                let mut ids = q.separated(", ");
+                for id in session_ids {
+                    ids.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<SessionTuple> = q.build_query_as().fetch_all(&mut **self.0).await?;
+                Ok(rows.into_iter().map(session_from_row).collect())
+            }
+
             async fn history(&mut self, k: &DocKey, after: u64) -> Result<Vec<String>> {
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT ops FROM edit_operations \
