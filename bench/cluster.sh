@@ -21,6 +21,9 @@
 # Environment: RUNS=3 CLUSTER_RATE=1000 CLUSTER_SUBS=10 CLUSTER_SECS=10
 #   CLUSTER_PUBLISH_CONNS=32 (publishes in flight: each waits for its commit)
 #   STREAM_NODES=6 STREAMS_PER_NODE=16700 STREAM_SETTLE_SECS=5
+#   STREAM_CONNECT_CONCURRENCY=16 (streams each client opens at once: every
+#   Switchyard stream writes presence rows on opening, and 6 x 256 at once
+#   exhausted the nodes' Postgres pools, so opens failed with 503 and retried)
 #   SWITCHYARD_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
 #   REDIS_URL=redis://127.0.0.1:6379 BASE_PORT=8280 SERVER_CPU=0 CLIENT_CPU=1
 #   SKIP_BUILD=1 BENCH_NICE=-10 QUIET_IDLE_PCT=60 QUIET_WAIT_SECS=30
@@ -45,6 +48,7 @@ CLUSTER_PUBLISH_CONNS=${CLUSTER_PUBLISH_CONNS:-32}
 STREAM_NODES=${STREAM_NODES:-6}
 STREAMS_PER_NODE=${STREAMS_PER_NODE:-16700}
 STREAM_SETTLE_SECS=${STREAM_SETTLE_SECS:-5}
+STREAM_CONNECT_CONCURRENCY=${STREAM_CONNECT_CONCURRENCY:-16}
 PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 BASE_PORT=${BASE_PORT:-8280}
@@ -191,7 +195,7 @@ run_streams() { # SYSTEM
   if [ "$1" = nchan ]; then channel=(--channel "bench$epoch"); fi
   for ((i = 1; i <= STREAM_NODES; i++)); do
     SWITCHYARD_BENCH_EPOCH_UNIX_MS=$epoch client "$1" idle -n "$STREAMS_PER_NODE" --settle "$STREAM_SETTLE_SECS" \
-      --timeout 120 --threads 1 --url "http://127.0.0.1:$(node_port "$i")" --server-pid "${SERVER_PIDS[$((i - 1))]}" \
+      --timeout 120 --threads 1 --connect-concurrency "$STREAM_CONNECT_CONCURRENCY" --url "http://127.0.0.1:$(node_port "$i")" --server-pid "${SERVER_PIDS[$((i - 1))]}" \
       --barrier-dir "$barrier" --processes "$STREAM_NODES" --index $((i - 1)) --label "$1-cluster" "${channel[@]}" \
       >"$OUT/streams-$RUN_NO-client$i.log" 2>&1 &
     pids+=($!)

@@ -11,9 +11,14 @@
 //!   a catch-up read that provably covers everything of the channel between
 //!   its position and the floor may [`Hub::seed`] the ring and lower the
 //!   floor (checked under the lock, so events ingested meanwhile count);
-//! - memory holds no event pruned from storage for longer than a prune pass:
-//!   when [`pruner::passes`] moves, every ring is emptied (floor = head),
-//!   and a read taken across a pass, or above a pruned cursor, seeds nothing;
+//! - an idle feed holds no event pruned from storage for longer than a prune
+//!   pass: when [`pruner::passes`] moves, idle rings are emptied (floor =
+//!   head), and a read taken across a pass, or above a pruned cursor, seeds
+//!   nothing. Feeds with readers keep their rings: their readers are past
+//!   those events already, and emptying them would send every reader on
+//!   the node to storage at its next wake-up (thousands of reads at once);
+//!   a poll joining such a feed may get an expired event not yet pruned
+//!   from memory, which loses nothing;
 //! - memory is bounded: at most [`RING_CAPACITY`] events per feed; a feed
 //!   with readers on this node always exists, and a feed whose last reader
 //!   left (idle) is kept, still ingesting, only while it is among the
@@ -132,9 +137,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// Empties every ring: what is below the head is storage's to serve.
+    /// Empties every idle ring: what is below the head is storage's to serve.
     fn forget(&mut self) {
-        for feed in self.feeds.values_mut() {
+        for feed in self.feeds.values_mut().filter(|f| f.is_idle()) {
             feed.recent.clear();
             feed.bytes = 0;
             feed.floor = self.head;

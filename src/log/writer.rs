@@ -138,30 +138,34 @@ pub async fn ingest(hub: &Hub, storage: &dyn Storage, events: &[Arc<Event>]) {
     }
 }
 
-/// A gap wider than this is skipped in memory (readers catch up from storage).
+/// Most events read from storage per refill round trip.
 const MAX_REFILL: u64 = 4096;
 
-/// Brings the hub to `head`: reads what it is missing from storage, or,
-/// when that is too much to hold, moves it on and lets readers catch up.
+/// Brings the hub to `head` by reading what it is missing from storage, a
+/// bounded range at a time. Skipping ahead instead would wake every reader
+/// on this node to catch up from storage at once (thousands of reads when a
+/// node holds thousands of streams, which then starve the pool): ingesting
+/// keeps only events of followed channels, so reading everything costs
+/// time, not memory. Only ids that are gone (pruned) are jumped.
 pub async fn catch_up(hub: &Hub, storage: &dyn Storage, head: u64) {
-    let from = hub.head();
-    if head <= from {
-        return;
-    }
-    if head - from > MAX_REFILL {
-        hub.skip_to(head);
-        return;
-    }
-    match storage.read_range(from, head).await {
-        Ok(missing) => {
-            if hub.ingest(&missing).is_err() {
-                // Ids below the head that are gone (pruned) leave a hole: jump it.
-                hub.skip_to(head);
-            } else if hub.head() < head {
-                hub.skip_to(head);
+    loop {
+        let from = hub.head();
+        if head <= from {
+            return;
+        }
+        let to = head.min(from + MAX_REFILL);
+        match storage.read_range(from, to).await {
+            Ok(missing) => {
+                if hub.ingest(&missing).is_err() || hub.head() < to {
+                    // Ids below `to` that are gone (pruned) leave a hole: jump it.
+                    hub.skip_to(to);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refill the hub from storage; will retry");
+                return;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not refill the hub from storage; will retry"),
     }
 }
 
@@ -209,4 +213,66 @@ pub async fn follow(
         }
     }
     listener.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use crate::event::NewEvent;
+    use crate::storage::AppendRequest;
+    use tokio::sync::Notify;
+
+    fn burst(channel: &str, n: usize) -> AppendRequest {
+        AppendRequest {
+            tenant: "t".into(),
+            user_id: None,
+            events: (0..n)
+                .map(|_| NewEvent {
+                    channel: Channel::parse(channel).unwrap(),
+                    event: "e".into(),
+                    data: "1".into(),
+                    expected_last_id: None,
+                    retention_ms: 3_600_000,
+                })
+                .collect(),
+            idempotency_key: None,
+            recipients: 0,
+        }
+    }
+
+    /// A node far behind (another node appended many events) reads them all
+    /// in bounded chunks: a follower of a quiet channel keeps its memory and
+    /// is not woken to catch up from storage, and the busy channel's ring
+    /// holds its newest events.
+    #[tokio::test]
+    async fn a_wide_gap_is_read_in_chunks_without_waking_every_reader() {
+        let storage = crate::storage::open("sqlite::memory:").await.unwrap();
+        storage.migrate().await.unwrap();
+        let hub = Hub::new(0);
+        let (quiet, busy) = (feed_key("t", "feed:quiet"), feed_key("t", "feed:busy"));
+        let notify = Arc::new(Notify::new());
+        hub.register(1, std::slice::from_ref(&quiet), &notify, 0);
+        hub.register(2, std::slice::from_ref(&busy), &Arc::new(Notify::new()), 0);
+        let gap = 3 * MAX_REFILL as usize + 10;
+        for _ in 0..gap / 1000 + 1 {
+            storage
+                .append(&[burst("feed:busy", 1000)], 1)
+                .await
+                .unwrap();
+        }
+        let head = storage.head().await.unwrap();
+        assert!(head > 3 * MAX_REFILL);
+
+        catch_up(&hub, storage.as_ref(), head).await;
+
+        assert_eq!(hub.head(), head);
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(50), notify.notified());
+        assert!(woken.await.is_err(), "the quiet channel's reader was woken");
+        let (events, position) = hub.read(&[quiet], 0, 10).expect("still in memory");
+        assert!(events.is_empty());
+        assert_eq!(position, head);
+        let (events, _) = hub.read(&[busy], head - 5, 10).expect("in memory");
+        assert_eq!(events.len(), 5);
+    }
 }
