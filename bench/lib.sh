@@ -1,6 +1,16 @@
-# Shared by bench/run.sh and bench/cluster.sh: logging, installing Nchan,
-# building, ports, and waiting for a quiet machine. Expects REPO, OUT, WORK,
-# QUIET_IDLE_PCT, QUIET_WAIT_SECS and PG_URL to be set by the caller.
+# Shared by bench/run.sh and bench/cluster.sh: the settings both take from
+# the environment (pinning, priority, token secret, quiet-machine wait),
+# logging, installing Nchan, building, ports, and waiting for a quiet
+# machine. Expects REPO, OUT, WORK and PG_URL to be set by the caller.
+
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+SECRET=${SWITCHYARD_BENCH_SECRET:-switchyard-bench-secret-0123456789}
+BENCH_NICE=${BENCH_NICE:--10}
+QUIET_IDLE_PCT=${QUIET_IDLE_PCT:-60}
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-30}
+PRIO=(nice -n "$BENCH_NICE")
+if ! "${PRIO[@]}" true 2>/dev/null; then PRIO=(); fi
 
 log() { printf '\n== %s\n' "$*" | tee -a "$OUT/run.log"; }
 
