@@ -44,6 +44,21 @@ pub struct Presence {
     /// When this node last renewed each polling user's session; entries
     /// older than a TTL are dropped by the sweep, so it holds active pollers only.
     recent_polls: std::sync::Mutex<std::collections::HashMap<UserKey, i64>>,
+    /// Client actions of each user this node recorded lately: back-to-back
+    /// actions (an editor's every keystroke batch) write the activity once
+    /// per [`Self::action_every`], the rest is written by the next sweep.
+    /// The sweep drops entries with nothing left to write.
+    recent_actions: std::sync::Mutex<std::collections::HashMap<UserKey, RecentAction>>,
+}
+
+/// A user's client actions as this node knows them.
+struct RecentAction {
+    /// When an activity was last written to storage.
+    written_at: i64,
+    /// The latest action (at or after `written_at`).
+    latest: i64,
+    name: Option<String>,
+    avatar: Option<String>,
 }
 
 /// Held by an open stream; dropping it starts the user's TTL grace.
@@ -152,7 +167,20 @@ impl Presence {
             ttl,
             away_after,
             recent_polls: Default::default(),
+            recent_actions: Default::default(),
         }
+    }
+
+    /// How often the presence sweep runs (heartbeat, expiry, away detection).
+    fn sweep_every(&self) -> Duration {
+        (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// Most often one user's actions are written: a small share of the away
+    /// delay, and no more than one sweep apart (the sweep writes the rest
+    /// before it looks for idle users, so they are never announced away early).
+    fn action_every(&self) -> i64 {
+        self.sweep_every().min(self.away_after / 10).as_millis() as i64
     }
 
     fn expiry(&self, now: i64) -> i64 {
@@ -222,14 +250,75 @@ impl Presence {
         self.refresh(&user, false).await
     }
 
-    /// A client action (publish, presence, typing, editing): not away any more.
+    /// A client action (publish, presence, typing, editing): not away any
+    /// more. Written at once unless this node wrote one for the user within
+    /// [`Self::action_every`] (then the user cannot have turned away since,
+    /// and the sweep writes it).
     pub async fn acted(&self, who: &Identity) -> Result<(), ApiError> {
         if who.is_service {
             return Ok(());
         }
+        let user = key(who);
         let now = now_ms();
-        self.touch(who, None, Some(now), now).await?;
-        self.refresh(&key(who), false).await
+        {
+            let mut recent = self.recent_actions.lock().expect("recent actions lock");
+            match recent.get_mut(&user) {
+                Some(r) if now - r.written_at < self.action_every() => {
+                    r.latest = r.latest.max(now);
+                    return Ok(());
+                }
+                _ => {
+                    recent.insert(
+                        user.clone(),
+                        RecentAction {
+                            written_at: now,
+                            latest: now,
+                            name: who.name.clone(),
+                            avatar: who.avatar.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.touch(who, None, Some(now), now).await {
+            // Not written after all: the next action tries again.
+            self.recent_actions
+                .lock()
+                .expect("recent actions lock")
+                .remove(&user);
+            return Err(e);
+        }
+        self.refresh(&user, false).await
+    }
+
+    /// Writes the actions [`Self::acted`] left to the sweep.
+    async fn write_recent_actions(&self, now: i64) -> Result<(), ApiError> {
+        let due: Vec<(UserKey, i64, Option<String>, Option<String>)> = {
+            let mut recent = self.recent_actions.lock().expect("recent actions lock");
+            let every = self.action_every();
+            recent.retain(|_, r| r.latest > r.written_at || now - r.written_at < every);
+            recent
+                .iter_mut()
+                .filter(|(_, r)| r.latest > r.written_at)
+                .map(|(user, r)| {
+                    r.written_at = r.latest;
+                    (user.clone(), r.latest, r.name.clone(), r.avatar.clone())
+                })
+                .collect()
+        };
+        for (user, latest, name, avatar) in due {
+            self.storage
+                .touch_user(
+                    &user,
+                    name.as_deref(),
+                    avatar.as_deref(),
+                    None,
+                    Some(latest),
+                    now,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn touch(
@@ -567,8 +656,7 @@ impl Presence {
 
     /// Heartbeat, TTL expiry, away detection and typing expiry, until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let every = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(self.sweep_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -591,6 +679,8 @@ impl Presence {
         self.storage
             .heartbeat_node(&self.node_id, self.expiry(now))
             .await?;
+        // Before looking for idle users: their latest actions count.
+        self.write_recent_actions(now).await?;
         let mut users: BTreeSet<(String, String)> = BTreeSet::new();
         for u in self.storage.sweep_sessions(now).await? {
             users.insert((u.tenant, u.user_id));

@@ -179,20 +179,31 @@ async fn busy_with_a_message_shows_in_rest_and_events(backend: Backend) {
     );
 }
 
-async fn without_actions_a_user_shows_as_away(backend: Backend) {
+/// A server whose users turn away after 1 s, bob watching alice, and alice
+/// online through a stream opened with `alice` (her token).
+async fn alice_watched_with_away_after_1s(
+    backend: &Backend,
+    alice: &str,
+) -> (Server, SseStream, SseStream) {
     let server = Server::start_with(
-        &backend,
+        backend,
         &[SHORT_TTL, ("SWITCHYARD_PRESENCE_AWAY_SECS", "1")],
     )
     .await;
     let mut watcher = server.sse("channels=presence:alice", &token("bob")).await;
     watcher.subscription().await;
-    let mut alice = server.sse("channels=system", &token("alice")).await;
-    alice.subscription().await;
+    let mut stream = server.sse("channels=system", alice).await;
+    stream.subscription().await;
     assert_eq!(
         next_named(&mut watcher, "user.presence").await["data"]["status"],
         "online"
     );
+    (server, watcher, stream)
+}
+
+async fn without_actions_a_user_shows_as_away(backend: Backend) {
+    let (server, mut watcher, _alice) =
+        alice_watched_with_away_after_1s(&backend, &token("alice")).await;
     assert_eq!(
         next_named(&mut watcher, "user.presence").await["data"]["status"],
         "away"
@@ -529,7 +540,41 @@ async fn bad_presence_requests_get_400_with_the_error_body(backend: Backend) {
     .await;
 }
 
+/// Back-to-back actions write the user's activity only now and then (the
+/// sweep writes the rest before it looks for idle users): still, the user
+/// turns away only a full away delay after the LAST action.
+async fn away_counts_from_the_last_of_many_quick_actions(backend: Backend) {
+    let alice = token_with("alice", json!({"publish": ["feed:*"]}));
+    let (server, mut watcher, _stream) = alice_watched_with_away_after_1s(&backend, &alice).await;
+    // Act every 50 ms for 2.5 s: past the away delay twice over.
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut last_sent = 0;
+    while Instant::now() < until {
+        last_sent = chrono::Utc::now().timestamp_millis();
+        let res = server
+            .post(
+                "/realtime/publish",
+                &alice,
+                &json!({"channel": "feed:a", "event": "tick", "data": {}}),
+            )
+            .await;
+        assert_eq!(res.status(), 202);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = next_named(&mut watcher, "user.presence").await;
+    assert_eq!(event["data"]["status"], "away", "{event}");
+    let at = chrono::DateTime::parse_from_rfc3339(event["data"]["updated_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    assert!(
+        at >= last_sent + 1000,
+        "away {} ms after the last action, before the 1 s delay",
+        at - last_sent
+    );
+}
+
 on_both_backends!(
+    away_counts_from_the_last_of_many_quick_actions,
     a_stream_makes_its_user_online_and_announces_it,
     a_closed_stream_goes_offline_after_the_ttl,
     polling_keeps_a_user_online,
