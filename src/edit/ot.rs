@@ -400,9 +400,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Splits `s` after its first `n` chars (all of it if shorter).
+/// Splits `s` after its first `n` chars (all of it if shorter). Runs of
+/// ASCII (one byte per char) are skipped a chunk at a time: documents are
+/// mostly ASCII, and every operation retains across most of one.
 fn split_chars(s: &str, n: usize) -> (&str, &str) {
-    let at = s.char_indices().nth(n).map_or(s.len(), |(i, _)| i);
+    const CHUNK: usize = 64;
+    let bytes = s.as_bytes();
+    let (mut at, mut left) = (0, n);
+    while left > 0 && at < bytes.len() {
+        if left >= CHUNK && bytes.len() - at >= CHUNK && bytes[at..at + CHUNK].is_ascii() {
+            at += CHUNK;
+            left -= CHUNK;
+        } else {
+            // `at` is on a char boundary: it only ever moves by whole chars.
+            let c = s[at..].chars().next().expect("not at the end");
+            at += c.len_utf8();
+            left -= 1;
+        }
+    }
     s.split_at(at)
 }
 
@@ -779,6 +794,18 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn prop_split_chars_counts_scalar_values(
+            runs in prop::collection::vec((0usize..150, text(4)), 0..6),
+            n in 0usize..700,
+        ) {
+            // Long ASCII runs between non-ASCII pieces, so both the chunked
+            // and the char-by-char steps are taken, in every order.
+            let doc: String = runs.iter().map(|(k, piece)| "a".repeat(*k) + piece).collect();
+            let at = doc.char_indices().nth(n).map_or(doc.len(), |(i, _)| i);
+            prop_assert_eq!(split_chars(&doc, n), doc.split_at(at));
+        }
 
         #[test]
         fn prop_transform_converges((doc, a, b) in doc_and_concurrent_ops()) {
