@@ -15,6 +15,10 @@ pub struct Metrics {
     events_appended: AtomicU64,
     events_delivered: AtomicU64,
     storage_errors: AtomicU64,
+    /// Edit operations applied, and the transactions that applied them:
+    /// their ratio is the mean batch size.
+    edit_operations: AtomicU64,
+    edit_batches: AtomicU64,
 }
 
 /// Decrements a gauge when dropped, however its owner ends.
@@ -64,6 +68,12 @@ impl Metrics {
         self.storage_errors.fetch_add(1, Relaxed);
     }
 
+    /// One edit transaction that applied `operations` operations.
+    pub fn edit_batch(&self, operations: u64) {
+        self.edit_batches.fetch_add(1, Relaxed);
+        self.edit_operations.fetch_add(operations, Relaxed);
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -102,6 +112,18 @@ impl Metrics {
             "counter",
             "Appends that failed in storage.",
             self.storage_errors.load(Relaxed) as i64,
+        );
+        metric(
+            "switchyard_edit_operations_total",
+            "counter",
+            "Edit operations applied by this node.",
+            self.edit_operations.load(Relaxed) as i64,
+        );
+        metric(
+            "switchyard_edit_batches_total",
+            "counter",
+            "Edit transactions run by this node (each applies a batch of operations on one document).",
+            self.edit_batches.load(Relaxed) as i64,
         );
         out
     }

@@ -261,7 +261,11 @@ async fn edits_through_two_nodes_share_locks_and_converge() {
                     events.push(event["data"].clone());
                 }
             }
-            events.sort_by_key(|e| e["revision"].as_u64());
+            // Appended with their revisions, so delivered in revision order.
+            assert!(
+                events[0]["revision"].as_u64() < events[1]["revision"].as_u64(),
+                "round {round}: events out of revision order: {events:?}"
+            );
             let mut local = ops[i].apply(&text).unwrap();
             let mut pending = Some(ops[i].clone());
             for e in events {
@@ -301,4 +305,83 @@ async fn edits_through_two_nodes_share_locks_and_converge() {
         );
         text = texts.remove(0);
     }
+}
+
+/// Editors on two nodes race on one document; the log holds one
+/// `edit.operation` per revision, in revision order (each event commits in
+/// the transaction that applies its operation), so a client reading it in
+/// id order never needs to reorder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_events_enter_the_log_in_revision_order_across_nodes() {
+    let Some((a, b)) = two_nodes(&[]).await else {
+        return;
+    };
+    const EDITORS: usize = 6;
+    const EACH: u64 = 25;
+    let mut editors = Vec::new();
+    for e in 0..EDITORS {
+        let node = if e % 2 == 0 { a.url("") } else { b.url("") };
+        let client = a.client.clone();
+        editors.push(tokio::spawn(async move {
+            let me = token_with(&format!("editor{e}"), json!({"channels": ["task:*"]}));
+            let started: Value = client
+                .post(format!("{node}/realtime/edit/sessions"))
+                .bearer_auth(&me)
+                .json(&json!({"resource_type": "task", "resource_id": "race", "field": "body"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let session = started["session_id"].as_str().unwrap().to_string();
+            let mut revision = started["revision"].as_u64().unwrap();
+            for _ in 0..EACH {
+                // One character per operation: the text at revision r has r.
+                let ops = if revision == 0 {
+                    json!([{"insert": "x"}])
+                } else {
+                    json!([{"insert": "x"}, {"retain": revision}])
+                };
+                let res = client
+                    .post(format!(
+                        "{node}/realtime/edit/sessions/{session}/operations"
+                    ))
+                    .bearer_auth(&me)
+                    .json(&json!({"revision": revision, "ops": ops}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                let body: Value = res.json().await.unwrap();
+                revision = body["revision"].as_u64().unwrap();
+            }
+        }));
+    }
+    for e in editors {
+        e.await.unwrap();
+    }
+    let reader = token_with("reader", json!({"channels": ["task:*"]}));
+    let total = EDITORS as u64 * EACH;
+    let (mut cursor, mut revisions) = (0u64, Vec::new());
+    while (revisions.len() as u64) < total {
+        let body: Value = a
+            .get(
+                &format!(
+                    "/realtime/poll?channels=task:race&last_poll_id={cursor}&timeout=5&limit=100"
+                ),
+                &reader,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        for event in body["events"].as_array().unwrap() {
+            if event["event"] == "edit.operation" {
+                revisions.push(event["data"]["revision"].as_u64().unwrap());
+            }
+        }
+        cursor = body["last_poll_id"].as_u64().unwrap();
+    }
+    assert_eq!(revisions, (1..=total).collect::<Vec<_>>());
 }

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use common::*;
 use switchyard::channel::Channel;
+use switchyard::error::ApiError;
 use switchyard::event::NewEvent;
+use switchyard::storage::edit::{
+    Applied, DocKey, DocumentRow, OperationBatch, OperationRequest, SessionRow, Submission,
+    Submitted,
+};
 use switchyard::storage::{self, AppendOutcome, AppendRequest, CursorExpired, Storage};
 
 async fn open(backend: &Backend) -> (Database, Arc<dyn Storage>) {
@@ -282,7 +287,86 @@ async fn parallel_appenders_never_show_an_id_below_one_already_read(backend: Bac
     assert_eq!(s.head().await.unwrap(), (APPENDERS * EACH) as u64);
 }
 
+/// Submits one operation inserting "x" at `base` through `s`, with
+/// `announce` making its event.
+async fn submit_x(
+    s: &dyn Storage,
+    session: &SessionRow,
+    base: u64,
+    announce: &(dyn Fn(usize, u64, &str) -> AppendRequest + Sync),
+) -> storage::Result<Submission> {
+    let check = |_: Option<&SessionRow>| Ok::<(), ApiError>(());
+    let decide = |doc: &DocumentRow, _: &[String]| {
+        Ok::<_, ApiError>(Applied {
+            content: format!("x{}", doc.content),
+            ops: r#"[{"insert":"x"}]"#.to_string(),
+        })
+    };
+    let operations = [OperationRequest {
+        session,
+        check_session: &check,
+        client_op_id: None,
+        base_revision: base,
+        decide: &decide,
+    }];
+    s.submit_operations(OperationBatch {
+        key: &session.key,
+        now_ms: NOW,
+        operations: &operations,
+        announce,
+    })
+    .await
+}
+
+/// An edit transaction that fails after writing (here its event cannot be
+/// made: a panic) leaves nothing behind: no content, no history, no event;
+/// and the connection serves the next transaction normally.
+async fn a_failed_edit_transaction_leaves_nothing_and_the_next_one_works(backend: Backend) {
+    let (_db, s) = open(&backend).await;
+    let session = SessionRow {
+        session_id: "s1".into(),
+        key: DocKey {
+            tenant: "t".into(),
+            resource_type: "task".into(),
+            resource_id: "1".into(),
+            field: "body".into(),
+        },
+        user_id: "u".into(),
+        name: None,
+        created_at: NOW,
+        last_active_at: NOW,
+        ended_at: None,
+    };
+    s.create_session(&session).await.unwrap();
+    let failed = tokio::spawn({
+        let (s, session) = (s.clone(), session.clone());
+        async move { submit_x(&*s, &session, 0, &|_, _, _| panic!("no event")).await }
+    })
+    .await;
+    assert!(failed.unwrap_err().is_panic());
+    let doc = s.document(&session.key).await.unwrap().unwrap();
+    assert_eq!((doc.content.as_str(), doc.revision), ("", 0));
+    assert_eq!(s.head().await.unwrap(), 0);
+
+    let announce = |_: usize, _: u64, _: &str| request("t", "u", vec![new_event("task:1", DAY)]);
+    let done = submit_x(&*s, &session, 0, &announce).await.unwrap();
+    assert!(
+        matches!(done.outcomes[..], [Submitted::Applied { revision: 1, .. }]),
+        "{:?}",
+        done.outcomes
+    );
+    assert_eq!(done.events.iter().map(|e| e.id).collect::<Vec<_>>(), [1]);
+    let doc = s.document(&session.key).await.unwrap().unwrap();
+    assert_eq!((doc.content.as_str(), doc.revision), ("x", 1));
+    let out = s
+        .append(&[request("t", "u", vec![new_event("feed:x", DAY)])], NOW)
+        .await
+        .unwrap();
+    assert_eq!(appended_ids(&out[0]), [2]);
+}
+
 on_both_backends!(
+    a_failed_edit_transaction_leaves_nothing_and_the_next_one_works,
     ids_are_dense_and_in_request_order,
     a_conflict_appends_nothing_and_uses_no_ids,
     idempotency_keys_replay_the_first_receipt,

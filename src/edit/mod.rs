@@ -4,14 +4,13 @@
 //! transport calls, with the request and answer bodies of [`api`]; storage
 //! sits behind [`crate::storage::edit::EditStore`].
 //!
-//! Ordering of `edit.operation` events: the database lock serializes
-//! transform-and-apply per document on every node, and the [`sequencer`]
-//! keeps commit-then-append in revision order within one node. Operations
-//! that queue up on one document are applied as one batch: one transaction
-//! and one log commit for all of them ([`operations`]). Two nodes
-//! committing consecutive revisions of one document can still append their
-//! events in the opposite order, so clients apply `edit.operation` events by
-//! `revision`, not by arrival.
+//! Ordering of `edit.operation` events: an operation's event is appended in
+//! the transaction that applies it, under the document's database lock, so
+//! a document's events have ids in revision order on every node of a
+//! cluster, and every reader gets them in that order. Operations that queue
+//! up on one document are applied as one batch, one transaction for all of
+//! them; the [`sequencer`] keeps one batch per document in flight on a node
+//! ([`operations`]).
 
 pub mod api;
 pub mod locks;

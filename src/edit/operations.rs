@@ -5,25 +5,28 @@
 //! node has seen needs no lookup to find its document: whether it may still
 //! be used (exists, the caller's, not left or idle) is checked in the
 //! batch's transaction, one read for all its sessions, with the answers a
-//! lookup would give. The turn
-//! holder takes every operation queued by then (up to [`MAX_BATCH`]) and:
-//! 1. transforms and applies them in arrival order in ONE storage
-//!    transaction, each past everything applied before it, earlier ones of
-//!    the batch included; each keeps its own outcome (applied, a retry's
-//!    first answer, or a refusal that changes nothing for the others);
-//! 2. appends the `edit.operation` events of the applied ones together, in
-//!    revision order, so one group commit of the log covers them all;
-//! 3. answers each caller, only after that commit: an acknowledged
-//!    operation is durable and announced.
+//! lookup would give. The turn holder takes every operation queued by then
+//! (up to [`MAX_BATCH`]) and, in ONE storage transaction:
+//! 1. transforms and applies them in arrival order, each past everything
+//!    applied before it, earlier ones of the batch included; each keeps its
+//!    own outcome (applied, a retry's first answer, or a refusal that
+//!    changes nothing for the others);
+//! 2. appends the `edit.operation` events of the applied ones, in revision
+//!    order, with the new content and history rows;
 //!
-//! Invariants: the turn is held from the transaction until the events are
-//! appended, so one node appends a document's events in revision order; the
-//! detached task finishes the commit and the append even if its caller
-//! went away. On SQLite the document transaction commits without an fsync
-//! (`synchronous=NORMAL`); the log commit after it (`FULL`) syncs the WAL up
-//! to and including it, so the append is the durable point for both.
+//! then hands the committed events to this node's readers and answers each
+//! caller: an acknowledged operation is durable and announced.
+//!
+//! Invariants: a change and its event commit together (no crash can leave
+//! a revision unannounced), and under the document's lock, so a document's
+//! events enter the log in revision order on every node of a cluster; the
+//! detached task finishes the transaction even if its caller went away.
+//! The turn keeps one batch per document in flight on a node, so the
+//! operations that arrive meanwhile make the next batch instead of
+//! contending for the document's lock one by one.
 
-use serde_json::json;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::api::*;
@@ -36,7 +39,9 @@ use crate::channel::Channel;
 use crate::error::ApiError;
 use crate::event::{NewEvent, now_ms};
 use crate::storage::AppendRequest;
-use crate::storage::edit::{DocumentRow, OperationBatch, OperationRequest, SessionRow, Submitted};
+use crate::storage::edit::{
+    DocumentRow, OperationBatch, OperationRequest, SessionRow, Submission, Submitted,
+};
 
 /// Most operations applied in one transaction: bounds how long a turn (and
 /// the database's write lock) is held.
@@ -135,8 +140,8 @@ impl Editing {
     /// answers every caller. Run under the document's turn.
     async fn apply_batch(&self, batch: Vec<Pending>) {
         match self.submit_batch(&batch).await {
-            Ok(outcomes) => {
-                let answers = self.announce(&batch, outcomes).await;
+            Ok(submission) => {
+                let answers = self.announce(submission).await;
                 answer_all(batch, answers);
             }
             Err(e) if batch.len() > 1 => {
@@ -155,14 +160,14 @@ impl Editing {
     async fn apply_alone(&self, pending: Pending) {
         let batch = vec![pending];
         let answers = match self.submit_batch(&batch).await {
-            Ok(outcomes) => self.announce(&batch, outcomes).await,
+            Ok(submission) => self.announce(submission).await,
             Err(e) => vec![Err(e)],
         };
         answer_all(batch, answers);
     }
 
-    /// One storage transaction for the whole batch.
-    async fn submit_batch(&self, batch: &[Pending]) -> Result<Vec<Submitted>, ApiError> {
+    /// One storage transaction for the whole batch, its events included.
+    async fn submit_batch(&self, batch: &[Pending]) -> Result<Submission, ApiError> {
         let now = now_ms();
         let checks: Vec<_> = batch
             .iter()
@@ -190,70 +195,65 @@ impl Editing {
                 decide: verdict,
             })
             .collect();
+        let announce =
+            |i: usize, revision: u64, ops: &str| self.operation_event(&batch[i], revision, ops);
         let request = OperationBatch {
             key: &batch[0].session.key,
             now_ms: now,
             operations: &operations,
+            announce: &announce,
         };
         Ok(self.store().submit_operations(request).await?)
     }
 
-    /// Turns outcomes into answers, appending `edit.operation` for each
-    /// applied operation, all at once and in revision order; an applied
-    /// operation is answered only once its event is committed.
-    async fn announce(&self, batch: &[Pending], outcomes: Vec<Submitted>) -> Vec<Answer> {
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut events = Vec::new();
-        for (pending, outcome) in batch.iter().zip(outcomes) {
-            let answer = match outcome {
-                Submitted::Applied { revision, ops } => parse_stored(&ops).map(|ops| {
-                    events.push((answers.len(), self.operation_event(pending, revision, &ops)));
-                    SubmitOperationResponse { revision, ops }
-                }),
-                Submitted::Replayed { revision, ops } => {
+    /// Hands the batch's events (committed with it) to this node's readers,
+    /// then turns outcomes into answers: an applied operation is answered
+    /// only once it is durable and announced.
+    async fn announce(&self, submission: Submission) -> Vec<Answer> {
+        self.log
+            .metrics()
+            .edit_batch(submission.events.len() as u64);
+        self.log.ingest_committed(&submission.events).await;
+        submission
+            .outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Submitted::Applied { revision, ops } | Submitted::Replayed { revision, ops } => {
                     parse_stored(&ops).map(|ops| SubmitOperationResponse { revision, ops })
                 }
                 Submitted::Refused(error) => Err(error),
                 Submitted::Locked(lock) => Err(resource_locked(&lock)),
                 Submitted::NoDocument => Err(no_document()),
-            };
-            answers.push(answer);
-        }
-        let (indexes, requests): (Vec<usize>, Vec<AppendRequest>) = events.into_iter().unzip();
-        let appended = self.log.append_all(requests).await;
-        for (i, outcome) in indexes.into_iter().zip(appended) {
-            if let Err(e) = outcome {
-                answers[i] = Err(e);
-            }
-        }
-        answers
+            })
+            .collect()
     }
 
-    /// The `edit.operation` event of an applied operation.
-    fn operation_event(
-        &self,
-        pending: &Pending,
-        revision: u64,
-        ops: &serde_json::Value,
-    ) -> AppendRequest {
+    /// The `edit.operation` event of an applied operation (`ops`: as
+    /// applied, wire JSON).
+    fn operation_event(&self, pending: &Pending, revision: u64, ops: &str) -> AppendRequest {
         let (session, k) = (&pending.session, &pending.session.key);
-        let data = json!({
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "resource_type": k.resource_type,
-            "resource_id": k.resource_id,
-            "field": k.field,
-            "revision": revision,
-            "ops": ops,
-            "client_op_id": pending.client_op_id,
+        let ops: &RawValue = serde_json::from_str(ops).unwrap_or_else(|_| {
+            // Rendered by `decide` from an operation: always JSON.
+            serde_json::from_str("null").expect("null is JSON")
         });
+        let data = serde_json::to_string(&OperationEvent {
+            session_id: &session.session_id,
+            user_id: &session.user_id,
+            resource_type: &k.resource_type,
+            resource_id: &k.resource_id,
+            field: &k.field,
+            revision,
+            ops,
+            client_op_id: pending.client_op_id.as_deref(),
+        })
+        .expect("an event serializes");
         AppendRequest {
             tenant: k.tenant.clone(),
             user_id: Some(session.user_id.clone()),
             events: vec![NewEvent {
                 channel: pending.channel.clone(),
                 event: "edit.operation".to_string(),
-                data: data.to_string(),
+                data,
                 expected_last_id: None,
                 retention_ms: self.namespaces.retention(&pending.channel).as_millis() as i64,
             }],
@@ -261,6 +261,19 @@ impl Editing {
             recipients: 0,
         }
     }
+}
+
+/// The data of `edit.operation` (PROTOCOL §8).
+#[derive(Serialize)]
+struct OperationEvent<'a> {
+    session_id: &'a str,
+    user_id: &'a str,
+    resource_type: &'a str,
+    resource_id: &'a str,
+    field: &'a str,
+    revision: u64,
+    ops: &'a RawValue,
+    client_op_id: Option<&'a str>,
 }
 
 /// Sends each caller its answer (a caller that went away is not waiting).

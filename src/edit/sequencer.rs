@@ -1,18 +1,14 @@
 //! One turn at a time per document, in this process, and the operations
 //! queued for it.
 //!
-//! The database lock serializes transform-and-apply, but it is released at
-//! commit, before the `edit.operation` events are appended; two changes of
-//! one document could then reach the log in the wrong order. A [`Turn`] is
-//! held from before the transaction until the events are appended, so on
-//! one node the events of a document enter the log in revision order
-//! (across nodes this does not hold; see [`crate::edit`]).
-//!
 //! Operations that arrive while a turn is taken wait in the document's
 //! queue; the next turn holder takes them all ([`Turn::take_queued`]) and
-//! applies them as one batch, so one transaction and one log commit serve
-//! many operations. Invariant: whoever queues an item then takes a turn, so
-//! no item is left behind (it is taken by that turn or an earlier one).
+//! applies them as one batch, so one transaction (and one fsync) serves
+//! many operations, and a node never has two transactions of one document
+//! waiting on its database lock. A save takes the turn too, so on one node
+//! `edit.saved` for revision N follows `edit.operation` N. Invariant:
+//! whoever queues an item then takes a turn, so no item is left behind (it
+//! is taken by that turn or an earlier one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

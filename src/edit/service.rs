@@ -11,9 +11,10 @@
 //!   that locks its document (see [`crate::storage::edit`]); a refused one
 //!   changes nothing;
 //! - once a change commits, its event is appended even if the client goes
-//!   away ([`detached`], or the detached batch of [`super::operations`]),
-//!   under the document's [`Turn`](super::sequencer::Turn) so one node
-//!   appends a document's events in revision order.
+//!   away ([`detached`]; an operation's event commits with it, in the
+//!   detached batch of [`super::operations`]); a save appends under the
+//!   document's [`Turn`](super::sequencer::Turn), after the operations
+//!   this node applied before it.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -2,7 +2,9 @@
 //!
 //! [`EventLog`] owns the storage, the single [`writer`] (group commit) and
 //! the fan-out [`hub`]; transports append through [`EventLog::append`] and
-//! read through a [`Reader`] from [`EventLog::reader`]. Invariants: a
+//! read through a [`Reader`] from [`EventLog::reader`]. Editing appends its
+//! events in its own storage transaction (with the document they change)
+//! and hands them over with [`EventLog::ingest_committed`]. Invariants: a
 //! publish is answered after it is durable; readers see each event of their
 //! channels once, in id order, with nothing skipped.
 
@@ -135,6 +137,13 @@ impl EventLog {
             outcomes.push(committed(answer.await));
         }
         outcomes
+    }
+
+    /// Hands this node's readers events committed outside the writer (an
+    /// edit batch appends its events in its own transaction), in id order.
+    pub async fn ingest_committed(&self, events: &[Arc<Event>]) {
+        self.metrics.events_appended(events.len() as u64);
+        writer::ingest(&self.hub, self.storage.as_ref(), events).await;
     }
 
     /// A reader of `channels` in `tenant`, from `cursor` (exclusive) or,

@@ -1,9 +1,11 @@
 //! The append algorithm both backends share, over a few per-backend
 //! primitives ([`AppendTx`]) run inside one transaction.
 //!
-//! Invariants: the head counter is locked first, so everything below sees a
-//! stable log; a request whose `expected_last_id` fails, or whose
-//! idempotency key was seen, appends nothing and uses no ids; ids are dense.
+//! Invariants: the head counter is locked first among the log's statements,
+//! so everything below sees a stable log (a transaction may do other work
+//! before, as an edit batch does: see `storage::edit`); a request whose
+//! `expected_last_id` fails, or whose idempotency key was seen, appends
+//! nothing and uses no ids; ids are dense.
 
 use std::collections::HashMap;
 
@@ -50,6 +52,10 @@ pub(crate) trait AppendTx: Send {
     async fn insert_events(&mut self, rows: &[EventRow]) -> Result<()>;
     async fn insert_receipts(&mut self, rows: &[ReceiptRow]) -> Result<()>;
     async fn set_head(&mut self, head: u64) -> Result<()>;
+    /// Tells other nodes, at commit, that the log now ends at `head`: once
+    /// per appending transaction (Postgres `NOTIFY`; nothing on SQLite,
+    /// whose nodes share no notification channel).
+    async fn notify_head(&mut self, head: u64) -> Result<()>;
 }
 
 /// The receipt a publish is answered with (PROTOCOL §6).
@@ -166,6 +172,7 @@ pub(crate) async fn append_batch<T: AppendTx>(
     if head != first_head {
         tx.insert_events(&rows).await?;
         tx.set_head(head).await?;
+        tx.notify_head(head).await?;
     }
     if !receipts.is_empty() {
         tx.insert_receipts(&receipts).await?;
@@ -175,3 +182,39 @@ pub(crate) async fn append_batch<T: AppendTx>(
 
 /// Rows per multi-row INSERT, under both backends' bind-parameter limits.
 pub(crate) const INSERT_CHUNK: usize = 1000;
+
+// The statements of the primitives, one text for both backends (`$N`
+// placeholders: sqlx binds them on Postgres, `sqlite/direct.rs` by number).
+
+/// The last id; Postgres adds `FOR UPDATE` to lock the counter (SQLite's
+/// `BEGIN IMMEDIATE` already holds the write lock).
+macro_rules! select_head {
+    () => {
+        "SELECT last_id FROM log_head WHERE singleton = 1"
+    };
+}
+pub(crate) use select_head;
+
+pub(crate) const FIND_RECEIPT: &str = "SELECT receipt FROM idempotency_keys \
+     WHERE tenant = $1 AND user_id = $2 AND key = $3 AND created_at > $4";
+
+pub(crate) const CHANNEL_LAST_ID: &str =
+    "SELECT MAX(id) FROM events WHERE tenant = $1 AND channel = $2";
+
+/// The start of an insert of events, in [`INSERT_EVENT`]'s column order.
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events (id, tenant, channel, event, data, user_id, created_at, expires_at) "
+    };
+}
+pub(crate) use insert_events;
+
+/// One event row.
+pub(crate) const INSERT_EVENT: &str =
+    concat!(insert_events!(), "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+
+pub(crate) const UPSERT_RECEIPT: &str = "INSERT INTO idempotency_keys (tenant, user_id, key, receipt, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, user_id, key) \
+     DO UPDATE SET receipt = excluded.receipt, created_at = excluded.created_at";
+
+pub(crate) const SET_HEAD: &str = "UPDATE log_head SET last_id = $1 WHERE singleton = 1";

@@ -7,9 +7,12 @@
 //! order on the locked document. Invariants every implementation keeps:
 //! - `submit_operations` is one transaction that holds the document's write
 //!   lock (`SELECT ... FOR UPDATE` on Postgres, `BEGIN IMMEDIATE` on SQLite)
-//!   from reading the document and its history until the new content and
-//!   the history rows commit together, so transform-and-apply is serialized
-//!   per document across every node of a cluster;
+//!   from reading the document and its history until the new content, the
+//!   history rows and the `edit.operation` events commit together, so
+//!   transform-and-apply is serialized per document across every node of a
+//!   cluster, a document's events enter the log in revision order, and an
+//!   applied operation is never left unannounced (the log is appended in the
+//!   same transaction, by the shared [`append_batch`]);
 //! - within a batch each operation sees the document as the operations
 //!   before it left it (content, revision, history, recorded
 //!   `client_op_id`s), exactly as if each had its own transaction; a
@@ -21,10 +24,14 @@
 //! - a field has at most one lock row, and an expired row is removed (and
 //!   returned, for its `edit.unlock`) by exactly one caller.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use super::Result;
+use super::append::{AppendTx, append_batch};
+use super::{AppendOutcome, AppendRequest, Result};
 use crate::error::ApiError;
+use crate::event::Event;
 
 /// Which document: every key carries its tenant, so nothing crosses tenants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,6 +101,23 @@ pub struct OperationBatch<'a> {
     pub now_ms: i64,
     /// All on `key`; each gets one [`Submitted`], in this order.
     pub operations: &'a [OperationRequest<'a>],
+    /// The event announcing an applied operation, appended in the same
+    /// transaction.
+    pub announce: Announce<'a>,
+}
+
+/// The editing core's event for an applied operation: given its index in
+/// [`OperationBatch::operations`], the revision it made and the operation
+/// as applied (wire JSON). Pure and quick.
+pub type Announce<'a> = &'a (dyn Fn(usize, u64, &str) -> AppendRequest + Sync);
+
+/// What a batch came to.
+#[derive(Debug)]
+pub struct Submission {
+    /// One per operation, in order.
+    pub outcomes: Vec<Submitted>,
+    /// The events appended for the applied ones, in id (and revision) order.
+    pub events: Vec<Arc<Event>>,
 }
 
 /// What the editing core computed from the locked document.
@@ -164,9 +188,10 @@ pub trait EditStore: Send + Sync {
     async fn document(&self, key: &DocKey) -> Result<Option<DocumentRow>>;
 
     /// Transforms and applies a batch of operations in order under the
-    /// document's lock, in one transaction; see the module invariants. Also
-    /// marks the sessions of applied operations active.
-    async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>>;
+    /// document's lock and appends their events, in one transaction; see
+    /// the module invariants. Also marks the sessions of applied operations
+    /// active.
+    async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Submission>;
 
     /// Records the current revision as saved and marks the session active;
     /// `None` without a document.
@@ -325,9 +350,10 @@ pub(crate) fn document_from_row(
     }
 }
 
-/// What one backend does inside the submit transaction.
+/// What one backend does inside the submit transaction (which also appends
+/// to the log, hence [`AppendTx`]).
 #[async_trait]
-pub(crate) trait SubmitTx: Send {
+pub(crate) trait SubmitTx: AppendTx {
     /// Reads the document and holds its write lock until commit.
     async fn lock_document(&mut self, key: &DocKey) -> Result<Option<DocumentRow>>;
     /// The stored answer to an earlier `client_op_id` of the session.
@@ -367,21 +393,24 @@ pub(crate) trait SubmitTx: Send {
 pub(crate) async fn submit_in<T: SubmitTx>(
     tx: &mut T,
     batch: OperationBatch<'_>,
-) -> Result<Vec<Submitted>> {
+) -> Result<Submission> {
     let key = batch.key;
     let Some(mut doc) = tx.lock_document(key).await? else {
-        return Ok(batch
-            .operations
-            .iter()
-            .map(|_| Submitted::NoDocument)
-            .collect());
+        return Ok(Submission {
+            outcomes: batch
+                .operations
+                .iter()
+                .map(|_| Submitted::NoDocument)
+                .collect(),
+            events: Vec::new(),
+        });
     };
     let lock = tx.live_lock(key, batch.now_ms).await?;
     let sessions = read_sessions(tx, key, batch.operations).await?;
     let mut history = History::read(tx, key, &doc, batch.operations).await?;
     let mut outcomes = Vec::with_capacity(batch.operations.len());
     let mut inserts: Vec<NewOperation<'_>> = Vec::new();
-    for request in batch.operations {
+    for (index, request) in batch.operations.iter().enumerate() {
         let id = request.session.session_id.as_str();
         let stored = sessions.iter().find(|s| s.session_id == id);
         if let Err(refusal) = (request.check_session)(stored) {
@@ -415,6 +444,7 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             updated_at: batch.now_ms,
         };
         inserts.push(NewOperation {
+            index,
             revision,
             ops: applied.ops.clone(),
             request,
@@ -424,6 +454,7 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             ops: applied.ops,
         });
     }
+    let mut events = Vec::with_capacity(inserts.len());
     if !inserts.is_empty() {
         tx.insert_operations(key, &inserts, batch.now_ms).await?;
         tx.update_document(key, &doc.content, doc.revision, batch.now_ms)
@@ -435,8 +466,18 @@ pub(crate) async fn submit_in<T: SubmitTx>(
         sessions.sort_unstable();
         sessions.dedup();
         tx.touch_sessions(&sessions, batch.now_ms).await?;
+        let announcements: Vec<AppendRequest> = inserts
+            .iter()
+            .map(|o| (batch.announce)(o.index, o.revision, &o.ops))
+            .collect();
+        // Plain appends (no expected ids, no idempotency keys): each is appended.
+        for appended in append_batch(tx, &announcements, batch.now_ms).await? {
+            if let AppendOutcome::Appended { events: new, .. } = appended {
+                events.extend(new);
+            }
+        }
     }
-    Ok(outcomes)
+    Ok(Submission { outcomes, events })
 }
 
 /// The stored sessions of the batch's operations, read once.
@@ -456,6 +497,8 @@ async fn read_sessions<T: SubmitTx>(
 
 /// An operation applied in this batch, to be stored with the others.
 pub(crate) struct NewOperation<'a> {
+    /// Its index in the batch.
+    pub index: usize,
     pub revision: u64,
     /// As applied, wire JSON.
     pub ops: String,

@@ -1,22 +1,75 @@
 //! The SQL of collaborative editing, written once for both backends.
 //!
-//! sqlx's SQLite driver takes `$N` placeholders as Postgres does, and
-//! `ON CONFLICT` upserts and `RETURNING` mean the same on both, so one text
-//! serves both. What differs is how a transaction locks: SQLite begins with
+//! sqlx's SQLite driver takes `$N` placeholders as Postgres does (and the
+//! SQLite edit transaction binds them by number too), and `ON CONFLICT`
+//! upserts and `RETURNING` mean the same on both, so one text serves both.
+//! What differs is how a transaction locks: SQLite begins with
 //! `BEGIN IMMEDIATE` (its one write lock, taken up front so a read-then-write
 //! transaction never has to upgrade it), Postgres locks the document row with
 //! `FOR UPDATE` and keeps it through commit, so across nodes one document's
-//! operations are applied one at a time.
+//! operations are applied one at a time. The transform-and-apply
+//! transaction itself is each backend's ([`crate::storage::edit::SubmitTx`]
+//! in `postgres/edit.rs` and `sqlite/direct.rs`) over the statements below.
+
+/// A document's row by key (`$1`-`$4`); Postgres adds `FOR UPDATE` to lock it.
+macro_rules! select_document {
+    () => {
+        "SELECT content, revision, updated_at FROM edit_documents \
+         WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4"
+    };
+}
+pub(crate) use select_document;
+
+/// The stored answer to a session's `client_op_id`.
+pub(crate) const FIND_CLIENT_OP: &str =
+    "SELECT revision, ops FROM edit_operations WHERE session_id = $1 AND client_op_id = $2";
+
+/// The lock on a field (`$1`-`$4`) unexpired at `$5`.
+pub(crate) const LIVE_LOCK: &str = concat!(
+    "SELECT ",
+    lock_columns!(),
+    " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
+     AND field = $4 AND expires_at > $5"
+);
+
+/// A document's operations after revision `$5`, in order.
+pub(crate) const HISTORY: &str = "SELECT ops FROM edit_operations \
+     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 AND revision > $5 \
+     ORDER BY revision";
+
+/// Sets a document's content, revision and `updated_at`.
+pub(crate) const UPDATE_DOCUMENT: &str = "UPDATE edit_documents SET content = $5, revision = $6, updated_at = $7 \
+     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4";
+
+/// The start of an insert of history rows, in [`INSERT_OPERATION`]'s column order.
+macro_rules! insert_operations {
+    () => {
+        "INSERT INTO edit_operations (tenant, resource_type, resource_id, field, revision, ops, \
+         session_id, user_id, client_op_id, created_at) "
+    };
+}
+pub(crate) use insert_operations;
+
+/// One history row.
+pub(crate) const INSERT_OPERATION: &str = concat!(
+    insert_operations!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+);
+
+/// Marks one session active at `$2`.
+pub(crate) const TOUCH_SESSION: &str =
+    "UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1";
+
+use crate::storage::edit::lock_columns;
 
 /// Implements [`EditStore`](crate::storage::edit::EditStore) for a backend
-/// with a `pool` field: `$begin` opens each writing transaction, `$lock_row`
-/// ends the query that reads a document for transform-and-apply, and
+/// with a `pool` field, but for `submit_operations`, which calls the
+/// backend's own `submit_batch`: `$begin` opens each writing transaction,
 /// `reads` names the pool that looks sessions up (on SQLite not the one
-/// write connection, so every operation's lookup does not queue behind
-/// the writes). The caller imports what the SQL code names (see
-/// `sqlite/edit.rs`).
+/// write connection, so every operation's lookup does not queue behind the
+/// writes). The caller imports what the SQL code names (see `sqlite/edit.rs`).
 macro_rules! impl_edit_store {
-    ($storage:ty, $db:ty, begin = $begin:literal, lock_row = $lock_row:literal, reads = $reads:ident) => {
+    ($storage:ty, $db:ty, begin = $begin:literal, reads = $reads:ident) => {
         #[async_trait]
         impl EditStore for $storage {
             async fn create_session(&self, s: &SessionRow) -> Result<DocumentRow> {
@@ -100,10 +153,7 @@ macro_rules! impl_edit_store {
             }
 
             async fn document(&self, k: &DocKey) -> Result<Option<DocumentRow>> {
-                let row: Option<(String, i64, i64)> = sqlx::query_as(
-                    "SELECT content, revision, updated_at FROM edit_documents \
-                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
-                )
+                let row: Option<(String, i64, i64)> = sqlx::query_as(select_document!())
                 .bind(&k.tenant)
                 .bind(&k.resource_type)
                 .bind(&k.resource_id)
@@ -113,11 +163,8 @@ macro_rules! impl_edit_store {
                 Ok(row.map(document_from_row))
             }
 
-            async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Vec<Submitted>> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let outcomes = submit_in(&mut SubmitInTx(&mut tx), batch).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+            async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Submission> {
+                self.submit_batch(batch).await
             }
 
             async fn save_document(
@@ -139,7 +186,7 @@ macro_rules! impl_edit_store {
                 .bind(now_ms)
                 .fetch_optional(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1")
+                sqlx::query(TOUCH_SESSION)
                     .bind(session_id)
                     .bind(now_ms)
                     .execute(&mut *tx)
@@ -149,12 +196,7 @@ macro_rules! impl_edit_store {
             }
 
             async fn current_lock(&self, k: &DocKey, now_ms: i64) -> Result<Option<LockRow>> {
-                let row: Option<LockTuple> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    lock_columns!(),
-                    " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
-                     AND field = $4 AND expires_at > $5"
-                ))
+                let row: Option<LockTuple> = sqlx::query_as(LIVE_LOCK)
                 .bind(&k.tenant)
                 .bind(&k.resource_type)
                 .bind(&k.resource_id)
@@ -302,10 +344,7 @@ macro_rules! impl_edit_store {
             tx: &mut Transaction<'_, $db>,
             k: &DocKey,
         ) -> Result<Option<DocumentRow>> {
-            let row: Option<(String, i64, i64)> = sqlx::query_as(
-                "SELECT content, revision, updated_at FROM edit_documents \
-                 WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
-            )
+            let row: Option<(String, i64, i64)> = sqlx::query_as(select_document!())
             .bind(&k.tenant)
             .bind(&k.resource_type)
             .bind(&k.resource_id)
@@ -313,158 +352,6 @@ macro_rules! impl_edit_store {
             .fetch_optional(&mut **tx)
             .await?;
             Ok(row.map(document_from_row))
-        }
-
-        struct SubmitInTx<'a, 'c>(&'a mut Transaction<'c, $db>);
-
-        #[async_trait]
-        impl SubmitTx for SubmitInTx<'_, '_> {
-            async fn lock_document(&mut self, k: &DocKey) -> Result<Option<DocumentRow>> {
-                let row: Option<(String, i64, i64)> = sqlx::query_as(
-                    concat!(
-                        "SELECT content, revision, updated_at FROM edit_documents \
-                         WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
-                        $lock_row
-                    ),
-                )
-                .bind(&k.tenant)
-                .bind(&k.resource_type)
-                .bind(&k.resource_id)
-                .bind(&k.field)
-                .fetch_optional(&mut **self.0)
-                .await?;
-                Ok(row.map(document_from_row))
-            }
-
-            async fn find_client_op(
-                &mut self,
-                session_id: &str,
-                client_op_id: &str,
-            ) -> Result<Option<(u64, String)>> {
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT revision, ops FROM edit_operations WHERE session_id = $1 AND client_op_id = $2",
-                )
-                .bind(session_id)
-                .bind(client_op_id)
-                .fetch_optional(&mut **self.0)
-                .await?;
-                Ok(row.map(|(r, ops)| (r as u64, ops)))
-            }
-
-            async fn live_lock(&mut self, k: &DocKey, now_ms: i64) -> Result<Option<LockRow>> {
-                let row: Option<LockTuple> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    lock_columns!(),
-                    " FROM edit_locks WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
-                     AND field = $4 AND expires_at > $5"
-                ))
-                .bind(&k.tenant)
-                .bind(&k.resource_type)
-                .bind(&k.resource_id)
-                .bind(&k.field)
-                .bind(now_ms)
-                .fetch_optional(&mut **self.0)
-                .await?;
-                Ok(row.map(lock_from_row))
-            }
-
-            async fn sessions(
-                &mut self,
-                tenant: &str,
-                session_ids: &[&str],
-            ) -> Result<Vec<SessionRow>> {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(concat!(
-                    "SELECT ",
-                    session_columns!(),
-                    " FROM edit_sessions WHERE tenant = "
-                ));
-                q.push_bind(tenant).push(" AND session_id IN (");
-                let mut ids = q.separated(", ");
-                for id in session_ids {
-                    ids.push_bind(*id);
-                }
-                q.push(")");
-                let rows: Vec<SessionTuple> = q.build_query_as().fetch_all(&mut **self.0).await?;
-                Ok(rows.into_iter().map(session_from_row).collect())
-            }
-
-            async fn history(&mut self, k: &DocKey, after: u64) -> Result<Vec<String>> {
-                let rows: Vec<(String,)> = sqlx::query_as(
-                    "SELECT ops FROM edit_operations \
-                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4 AND revision > $5 \
-                     ORDER BY revision",
-                )
-                .bind(&k.tenant)
-                .bind(&k.resource_type)
-                .bind(&k.resource_id)
-                .bind(&k.field)
-                .bind(after as i64)
-                .fetch_all(&mut **self.0)
-                .await?;
-                Ok(rows.into_iter().map(|(ops,)| ops).collect())
-            }
-
-            async fn insert_operations(
-                &mut self,
-                k: &DocKey,
-                operations: &[NewOperation<'_>],
-                now_ms: i64,
-            ) -> Result<()> {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO edit_operations (tenant, resource_type, resource_id, field, revision, ops, \
-                     session_id, user_id, client_op_id, created_at) ",
-                );
-                q.push_values(operations, |mut row, o| {
-                    row.push_bind(&k.tenant)
-                        .push_bind(&k.resource_type)
-                        .push_bind(&k.resource_id)
-                        .push_bind(&k.field)
-                        .push_bind(o.revision as i64)
-                        .push_bind(&o.ops)
-                        .push_bind(&o.request.session.session_id)
-                        .push_bind(&o.request.session.user_id)
-                        .push_bind(o.request.client_op_id)
-                        .push_bind(now_ms);
-                });
-                q.build().execute(&mut **self.0).await?;
-                Ok(())
-            }
-
-            async fn update_document(
-                &mut self,
-                k: &DocKey,
-                content: &str,
-                revision: u64,
-                now_ms: i64,
-            ) -> Result<()> {
-                sqlx::query(
-                    "UPDATE edit_documents SET content = $5, revision = $6, updated_at = $7 \
-                     WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 AND field = $4",
-                )
-                .bind(&k.tenant)
-                .bind(&k.resource_type)
-                .bind(&k.resource_id)
-                .bind(&k.field)
-                .bind(content)
-                .bind(revision as i64)
-                .bind(now_ms)
-                .execute(&mut **self.0)
-                .await?;
-                Ok(())
-            }
-
-            async fn touch_sessions(&mut self, session_ids: &[&str], now_ms: i64) -> Result<()> {
-                let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new("UPDATE edit_sessions SET last_active_at = ");
-                q.push_bind(now_ms).push(" WHERE session_id IN (");
-                let mut ids = q.separated(", ");
-                for id in session_ids {
-                    ids.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut **self.0).await?;
-                Ok(())
-            }
         }
     };
 }

@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
-use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
+use super::append::{
+    AppendTx, CHANNEL_LAST_ID, EventRow, FIND_RECEIPT, INSERT_CHUNK, ReceiptRow, SET_HEAD,
+    UPSERT_RECEIPT, append_batch, insert_events, select_head,
+};
 use super::{
     AppendOutcome, AppendRequest, CursorExpired, IDEMPOTENCY_WINDOW_MS, Result, Storage,
     event_from_row,
@@ -57,22 +60,6 @@ impl Storage for PostgresStorage {
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
         let mut tx = self.pool.begin().await?;
         let outcomes = append_batch(&mut PgTx(&mut tx), batch, now_ms).await?;
-        let head = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                AppendOutcome::Appended { events, .. } => events.last().map(|e| e.id),
-                _ => None,
-            })
-            .max();
-        if let Some(head) = head {
-            // Once per batch, delivered at commit: NOTIFY per event would
-            // serialize every append on Postgres's notification lock.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(head.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -242,15 +229,15 @@ impl Storage for PostgresStorage {
     }
 }
 
-struct PgTx<'a, 'c>(&'a mut Transaction<'c, Postgres>);
+/// The primitives of an appending (or edit) transaction on Postgres.
+pub(super) struct PgTx<'a, 'c>(pub(super) &'a mut Transaction<'c, Postgres>);
 
 #[async_trait]
 impl AppendTx for PgTx<'_, '_> {
     async fn lock_head(&mut self) -> Result<u64> {
-        let (id,): (i64,) =
-            sqlx::query_as("SELECT last_id FROM log_head WHERE singleton = 1 FOR UPDATE")
-                .fetch_one(&mut **self.0)
-                .await?;
+        let (id,): (i64,) = sqlx::query_as(concat!(select_head!(), " FOR UPDATE"))
+            .fetch_one(&mut **self.0)
+            .await?;
         Ok(id as u64)
     }
 
@@ -261,33 +248,28 @@ impl AppendTx for PgTx<'_, '_> {
         key: &str,
         newer_than_ms: i64,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT receipt FROM idempotency_keys WHERE tenant = $1 AND user_id = $2 AND key = $3 AND created_at > $4",
-        )
-        .bind(tenant)
-        .bind(user_id)
-        .bind(key)
-        .bind(newer_than_ms)
-        .fetch_optional(&mut **self.0)
-        .await?;
+        let row: Option<(String,)> = sqlx::query_as(FIND_RECEIPT)
+            .bind(tenant)
+            .bind(user_id)
+            .bind(key)
+            .bind(newer_than_ms)
+            .fetch_optional(&mut **self.0)
+            .await?;
         Ok(row.map(|(r,)| r))
     }
 
     async fn channel_last_id(&mut self, tenant: &str, channel: &str) -> Result<u64> {
-        let (id,): (Option<i64>,) =
-            sqlx::query_as("SELECT MAX(id) FROM events WHERE tenant = $1 AND channel = $2")
-                .bind(tenant)
-                .bind(channel)
-                .fetch_one(&mut **self.0)
-                .await?;
+        let (id,): (Option<i64>,) = sqlx::query_as(CHANNEL_LAST_ID)
+            .bind(tenant)
+            .bind(channel)
+            .fetch_one(&mut **self.0)
+            .await?;
         Ok(id.unwrap_or(0) as u64)
     }
 
     async fn insert_events(&mut self, rows: &[EventRow]) -> Result<()> {
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO events (id, tenant, channel, event, data, user_id, created_at, expires_at) ",
-            );
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(insert_events!());
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(r.id)
                     .push_bind(r.tenant.clone())
@@ -305,24 +287,32 @@ impl AppendTx for PgTx<'_, '_> {
 
     async fn insert_receipts(&mut self, rows: &[ReceiptRow]) -> Result<()> {
         for r in rows {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (tenant, user_id, key, receipt, created_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant, user_id, key) DO UPDATE SET receipt = excluded.receipt, created_at = excluded.created_at",
-            )
-            .bind(&r.tenant)
-            .bind(&r.user_id)
-            .bind(&r.key)
-            .bind(&r.receipt)
-            .bind(r.created_at)
-            .execute(&mut **self.0)
-            .await?;
+            sqlx::query(UPSERT_RECEIPT)
+                .bind(&r.tenant)
+                .bind(&r.user_id)
+                .bind(&r.key)
+                .bind(&r.receipt)
+                .bind(r.created_at)
+                .execute(&mut **self.0)
+                .await?;
         }
         Ok(())
     }
 
     async fn set_head(&mut self, head: u64) -> Result<()> {
-        sqlx::query("UPDATE log_head SET last_id = $1 WHERE singleton = 1")
+        sqlx::query(SET_HEAD)
             .bind(head as i64)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn notify_head(&mut self, head: u64) -> Result<()> {
+        // Delivered at commit. Once per transaction: NOTIFY per event would
+        // serialize every append on Postgres's notification lock.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(head.to_string())
             .execute(&mut **self.0)
             .await?;
         Ok(())

@@ -3,10 +3,12 @@
 //! connection).
 //!
 //! Appends take `BEGIN IMMEDIATE`, the database's one write lock, so the
-//! pruner and the writer never trip over each other's snapshots. Channel
-//! lists are bound as one JSON array (`json_each`), so every query is a
-//! static, cached statement.
+//! pruner and the writer never trip over each other's snapshots; they run
+//! as direct transactions ([`direct`]), one thread hop each. Channel lists
+//! are bound as one JSON array (`json_each`), so every query is a static,
+//! cached statement.
 
+mod direct;
 mod edit;
 mod presence;
 
@@ -18,16 +20,20 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::append::{AppendTx, EventRow, INSERT_CHUNK, ReceiptRow, append_batch};
+use super::append::append_batch;
 use super::{
     AppendOutcome, AppendRequest, CursorExpired, IDEMPOTENCY_WINDOW_MS, Result, Storage,
-    StorageError, event_from_row,
+    event_from_row,
 };
 use crate::event::Event;
 
 pub struct SqliteStorage {
+    /// The direct transactions' view of the write connection's handle, kept
+    /// for its prepared statements (see [`direct`]). Declared first, so it
+    /// is dropped (its statements finalized) before the pool can close the
+    /// handle.
+    direct: direct::DirectView,
     /// Every write (the log, presence, editing, pruning) on ONE connection.
     /// SQLite has a single write lock and its busy handler sleeps and retries
     /// unfairly: writers on several connections starve each other into
@@ -49,11 +55,14 @@ impl SqliteStorage {
             })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
+        // No ping before each acquire: a local file handle does not go stale,
+        // and the ping is one more thread round trip per write.
         let single = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
-            .max_lifetime(None);
+            .max_lifetime(None)
+            .test_before_acquire(false);
         let pool = single.connect_with(options.clone()).await?;
         // An in-memory database lives and dies with its one connection.
         let read_pool = if memory {
@@ -64,7 +73,11 @@ impl SqliteStorage {
                 .connect_with(options)
                 .await?
         };
-        Ok(Self { pool, read_pool })
+        Ok(Self {
+            direct: direct::DirectView::default(),
+            pool,
+            read_pool,
+        })
     }
 }
 
@@ -87,24 +100,10 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, batch: &[AppendRequest], now_ms: i64) -> Result<Vec<AppendOutcome>> {
-        let mut conn = self.pool.acquire().await?;
-        // Side tables commit with NORMAL (durable across process crashes);
-        // the log commits with FULL, so an acknowledged publish is on disk
-        // (its WAL frames, and every frame before them).
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
-        let appended = async {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-            let outcomes = append_batch(&mut SqliteTx(&mut tx), batch, now_ms).await?;
-            tx.commit().await?;
-            Ok::<_, StorageError>(outcomes)
-        }
-        .await;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        appended
+        // Durable: an acknowledged publish is on disk (its WAL frames, and
+        // every frame before them).
+        self.write_durably(|tx| direct::ready(append_batch(tx, batch, now_ms)))
+            .await
     }
 
     async fn read(
@@ -229,94 +228,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn close(&self) {
+        self.forget_direct_view().await;
         self.pool.close().await;
         self.read_pool.close().await;
-    }
-}
-
-struct SqliteTx<'a, 'c>(&'a mut Transaction<'c, Sqlite>);
-
-#[async_trait]
-impl AppendTx for SqliteTx<'_, '_> {
-    async fn lock_head(&mut self) -> Result<u64> {
-        // BEGIN IMMEDIATE already holds the write lock.
-        let (id,): (i64,) = sqlx::query_as("SELECT last_id FROM log_head WHERE singleton = 1")
-            .fetch_one(&mut **self.0)
-            .await?;
-        Ok(id as u64)
-    }
-
-    async fn find_receipt(
-        &mut self,
-        tenant: &str,
-        user_id: &str,
-        key: &str,
-        newer_than_ms: i64,
-    ) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT receipt FROM idempotency_keys WHERE tenant = ?1 AND user_id = ?2 AND key = ?3 AND created_at > ?4",
-        )
-        .bind(tenant)
-        .bind(user_id)
-        .bind(key)
-        .bind(newer_than_ms)
-        .fetch_optional(&mut **self.0)
-        .await?;
-        Ok(row.map(|(r,)| r))
-    }
-
-    async fn channel_last_id(&mut self, tenant: &str, channel: &str) -> Result<u64> {
-        let (id,): (Option<i64>,) =
-            sqlx::query_as("SELECT MAX(id) FROM events WHERE tenant = ?1 AND channel = ?2")
-                .bind(tenant)
-                .bind(channel)
-                .fetch_one(&mut **self.0)
-                .await?;
-        Ok(id.unwrap_or(0) as u64)
-    }
-
-    async fn insert_events(&mut self, rows: &[EventRow]) -> Result<()> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (id, tenant, channel, event, data, user_id, created_at, expires_at) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id)
-                    .push_bind(r.tenant.clone())
-                    .push_bind(r.channel.clone())
-                    .push_bind(r.event.clone())
-                    .push_bind(r.data.clone())
-                    .push_bind(r.user_id.clone())
-                    .push_bind(r.created_at)
-                    .push_bind(r.expires_at);
-            });
-            q.build().execute(&mut **self.0).await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_receipts(&mut self, rows: &[ReceiptRow]) -> Result<()> {
-        for r in rows {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (tenant, user_id, key, receipt, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (tenant, user_id, key) DO UPDATE SET receipt = excluded.receipt, created_at = excluded.created_at",
-            )
-            .bind(&r.tenant)
-            .bind(&r.user_id)
-            .bind(&r.key)
-            .bind(&r.receipt)
-            .bind(r.created_at)
-            .execute(&mut **self.0)
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn set_head(&mut self, head: u64) -> Result<()> {
-        sqlx::query("UPDATE log_head SET last_id = ?1 WHERE singleton = 1")
-            .bind(head as i64)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
     }
 }
