@@ -35,6 +35,9 @@ snapshot_binaries() {
   mkdir -p "$WORK/bin"
   cp "${SWITCHYARD_BIN:-$REPO/target/release/switchyard}" "$WORK/bin/switchyard"
   cp "$REPO/target/release/switchyard-bench" "$WORK/bin/"
+  if [ -n "${SWITCHYARD_BASELINE_BIN:-}" ]; then
+    cp "$SWITCHYARD_BASELINE_BIN" "$WORK/bin/switchyard-baseline"
+  fi
 }
 
 port_free() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchyard vs Nchan, side by side on one machine.
 #
-#   bench/run.sh [fanout|idle|longpoll|publish|all]
+#   bench/run.sh [fanout|idle|longpoll|publish|edit|all]
 #
 # Servers run pinned to one core (SERVER_CPU, default 0): Nchan with one
 # nginx worker, Switchyard with TOKIO_WORKER_THREADS=1. The load generator
@@ -18,6 +18,10 @@
 #   IDLE_STREAMS=10000 IDLE_SETTLE_SECS=5
 #   LONGPOLL_CONNS=50 LONGPOLL_SECS=10
 #   PUBLISH_CONNS=8 PUBLISH_BATCH=100 PUBLISH_SECS=10 NCHAN_PUBLISH_CONNS=8
+#   EDIT_EDITORS=10 EDIT_SECS=8  (editing has no peer: Nchan does not edit)
+#   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
+#                             one in every edit round (label
+#                             switchyard-baseline), for a same-run ratio
 #   SWITCHYARD_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
 #       adds Postgres rows (label switchyard-pg) to `publish`; the database
 #       switchyard_bench on that server is dropped and recreated per run.
@@ -36,9 +40,9 @@ set -euo pipefail
 
 SCENARIO=${1:-all}
 case "$SCENARIO" in
-fanout | idle | longpoll | publish | all) ;;
+fanout | idle | longpoll | publish | edit | all) ;;
 *)
-  echo "usage: $0 [fanout|idle|longpoll|publish|all]" >&2
+  echo "usage: $0 [fanout|idle|longpoll|publish|edit|all]" >&2
   exit 2
   ;;
 esac
@@ -58,6 +62,9 @@ PUBLISH_CONNS=${PUBLISH_CONNS:-8}
 PUBLISH_BATCH=${PUBLISH_BATCH:-100}
 PUBLISH_SECS=${PUBLISH_SECS:-10}
 NCHAN_PUBLISH_CONNS=${NCHAN_PUBLISH_CONNS:-8}
+EDIT_EDITORS=${EDIT_EDITORS:-10}
+EDIT_SECS=${EDIT_SECS:-8}
+BASELINE_BIN=${SWITCHYARD_BASELINE_BIN:-}
 PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-}
 BENCH_PG_ALL=${BENCH_PG_ALL:-0}
 SY_PORT=${SY_PORT:-8080}
@@ -118,7 +125,7 @@ stop_nchan() {
   NCHAN_WORKER=""
 }
 
-# start_switchyard sqlite|postgres RUNTAG
+# start_switchyard sqlite|postgres RUNTAG [BINARY]
 start_switchyard() {
   port_free "$SY_PORT" || { echo "port $SY_PORT is in use: stop what listens there" >&2; exit 1; }
   local db
@@ -133,7 +140,7 @@ start_switchyard() {
   SY_LOG="$OUT/switchyard-$2.log"
   TOKIO_WORKER_THREADS=1 SWITCHYARD_JWT_SECRET="$SECRET" SWITCHYARD_DATABASE_URL="$db" \
     SWITCHYARD_RATE_LIMITS=off RUST_LOG=warn SWITCHYARD_LISTEN="127.0.0.1:$SY_PORT" \
-    "${PRIO[@]}" taskset -c "$SERVER_CPU" "$SERVER" serve >"$SY_LOG" 2>&1 &
+    "${PRIO[@]}" taskset -c "$SERVER_CPU" "${3:-$SERVER}" serve >"$SY_LOG" 2>&1 &
   SY_PID=$!
   if ! wait_port "$SY_PORT" 60; then
     echo "switchyard did not start; its log:" >&2
@@ -198,6 +205,7 @@ run_target() {
     ;;
   switchyard) start_switchyard sqlite "$RUN_NO" ;;
   switchyard-pg) start_switchyard postgres "$RUN_NO" ;;
+  switchyard-baseline) start_switchyard sqlite "$RUN_NO" "$WORK/bin/switchyard-baseline" ;;
   esac
   case "$label" in
   switchyard*) url="http://127.0.0.1:$SY_PORT" ;;
@@ -278,6 +286,21 @@ scenario_publish() {
   each_run publish publish -c "$PUBLISH_CONNS" -b "$PUBLISH_BATCH" -d "$PUBLISH_SECS"
 }
 
+scenario_edit() {
+  log "edit: $EDIT_EDITORS editors on one document (no peer: Nchan has no editing)"
+  local r label labels
+  for ((r = 1; r <= RUNS; r++)); do
+    # With a baseline, alternate which build goes first, as with Nchan.
+    labels="$(switchyard_labels edit)"
+    if [ -n "$BASELINE_BIN" ]; then
+      if ((r % 2 == 1)); then labels="$labels switchyard-baseline"; else labels="switchyard-baseline $labels"; fi
+    fi
+    for label in $labels; do
+      run_target "$label" edit -n "$EDIT_EDITORS" -d "$EDIT_SECS"
+    done
+  done
+}
+
 # The whole run is one function, read before it starts: editing this file
 # during a run cannot change what the run does.
 main() {
@@ -290,12 +313,16 @@ main() {
     echo "runs: $RUNS; server on CPU $SERVER_CPU, client on CPU $CLIENT_CPU; ${PRIO[*]:-default priority}"
   } | tee "$OUT/machine.txt"
 
+  if [ -n "$BASELINE_BIN" ]; then
+    echo "baseline: $BASELINE_BIN, built $(date -r "$BASELINE_BIN" '+%F %T')" | tee -a "$OUT/machine.txt"
+  fi
   case "$SCENARIO" in
   all)
     scenario_fanout
     scenario_idle
     scenario_longpoll
     scenario_publish
+    scenario_edit
     ;;
   *) "scenario_$SCENARIO" ;;
   esac

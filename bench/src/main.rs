@@ -11,6 +11,8 @@
 //! - `longpoll`: C keep-alive connections polling back to back with an event
 //!   waiting.
 //! - `publish`: C publishers POSTing batches of B events (durable throughput).
+//! - `edit`: N editors on one document, one operation in flight each
+//!   (Switchyard only: operations/s with server-side transformation).
 //! - `summarize`: medians and ratios over the JSON lines the others append
 //!   with `--out`.
 //!
@@ -20,6 +22,7 @@
 mod clock;
 mod closed;
 mod conn;
+mod edit;
 mod fanout;
 mod idle;
 mod longpoll;
@@ -36,7 +39,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load generator for Switchyard and Nchan: fan-out, idle streams, long polling, durable publish"
+    about = "Load generator for Switchyard and Nchan: fan-out, idle streams, long polling, durable publish, editing"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +56,8 @@ enum Command {
     Longpoll(longpoll::LongpollArgs),
     /// C publishers POSTing batches of B events for D seconds.
     Publish(publish::PublishArgs),
+    /// N editors on one document, one operation in flight each (Switchyard).
+    Edit(edit::EditArgs),
     /// Medians per scenario and label, and ratios against Nchan, from --out files.
     Summarize(report::SummarizeArgs),
 }
@@ -124,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         Command::Idle(a) => a.common.threads,
         Command::Longpoll(a) => a.common.threads,
         Command::Publish(a) => a.common.threads,
+        Command::Edit(a) => a.common.threads,
         Command::Summarize(a) => return report::summarize(a),
     };
     conn::raise_nofile_limit();
@@ -150,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(a) => idle::run(a).await,
             Command::Longpoll(a) => longpoll::run(a).await,
             Command::Publish(a) => publish::run(a).await,
+            Command::Edit(a) => edit::run(a).await,
             Command::Summarize(_) => unreachable!(),
         }
     })

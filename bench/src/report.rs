@@ -82,9 +82,10 @@ impl Outcome<'_> {
 pub struct SummarizeArgs {
     /// Files of JSON lines written with --out.
     files: Vec<PathBuf>,
-    /// The label ratios are taken against.
-    #[arg(long, default_value = "nchan")]
-    baseline: String,
+    /// The labels ratios are taken against: per scenario, the first one
+    /// present (the peer; else an older build run beside the new one).
+    #[arg(long = "baseline", default_values = ["nchan", "switchyard-baseline"])]
+    baselines: Vec<String>,
     /// Print only the median of one metric, given as SCENARIO:LABEL:METRIC
     /// (nothing when there is none), for scripts.
     #[arg(long)]
@@ -135,6 +136,15 @@ fn main_columns(scenario: &str) -> Option<&'static [&'static str]> {
             "open_s",
             "broadcast_p50_ms",
             "broadcast_max_ms",
+        ],
+        "edit" => &[
+            "ops_per_s",
+            "p50_ms",
+            "p99_ms",
+            "document_chars",
+            "server_cpu_pct",
+            "client_cpu_pct",
+            "others_cpu_pct",
         ],
         "longpoll" | "publish" => &[
             "answers_per_s",
@@ -300,19 +310,19 @@ pub fn summarize(args: &SummarizeArgs) -> anyhow::Result<()> {
                 cells.join(" | ")
             );
         }
-        let base = medians
+        let base = args
+            .baselines
             .iter()
-            .find(|(l, _)| *l == args.baseline)
-            .and_then(|(_, v)| *v);
-        if let Some(base) = base.filter(|b| *b != 0.0) {
+            .find_map(|b| medians.iter().find(|(l, _)| l == b))
+            .and_then(|(l, v)| Some((l.clone(), (*v)?)));
+        if let Some((baseline, base)) = base.filter(|(_, b)| *b != 0.0) {
             println!();
             for (label, v) in &medians {
-                if *label != args.baseline
+                if *label != baseline
                     && let Some(v) = v
                 {
                     println!(
-                        "ratio {label}/{}: {primary} {} / {} = {:.2}x",
-                        args.baseline,
+                        "ratio {label}/{baseline}: {primary} {} / {} = {:.2}x",
                         fmt(*v),
                         fmt(base),
                         v / base

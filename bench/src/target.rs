@@ -126,6 +126,15 @@ impl Target {
         )?)
     }
 
+    /// A client token for `sub` that may read `channels` (a pattern).
+    pub fn client_token(&self, sub: &str, channels: &str) -> anyhow::Result<String> {
+        let (sub, channels) = (
+            serde_json::to_string(sub)?,
+            serde_json::to_string(channels)?,
+        );
+        self.token(&format!(r#""sub":{sub},"channels":[{channels}]"#))
+    }
+
     /// The endpoint subscriber `i` uses (round-robin over nodes).
     pub fn endpoint(&self, i: usize) -> &Endpoint {
         if self.cross_node {
