@@ -136,7 +136,7 @@ impl<'c> DirectTx<'c> {
         Ok(())
     }
 
-    /// A statement of this transaction, prepared once per transaction.
+    /// A statement, prepared the first time the view runs it and kept.
     pub(in crate::storage) fn statement(&self, sql: &str) -> Result<rusqlite::CachedStatement<'_>> {
         Ok(self.db.prepare_cached(sql)?)
     }
