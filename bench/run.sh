@@ -20,8 +20,9 @@
 #   PUBLISH_CONNS=8 PUBLISH_BATCH=100 PUBLISH_SECS=10 NCHAN_PUBLISH_CONNS=8
 #   EDIT_EDITORS=10 EDIT_SECS=8  (editing has no peer: Nchan does not edit)
 #   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
-#                             one in every edit round (label
-#                             switchyard-baseline), for a same-run ratio
+#                             one in every round (label switchyard-baseline,
+#                             on SQLite): a same-run ratio for editing, which
+#                             has no peer, and a regression check elsewhere
 #   SWITCHYARD_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
 #       adds Postgres rows (label switchyard-pg) to `publish`; the database
 #       switchyard_bench on that server is dropped and recreated per run.
@@ -223,23 +224,26 @@ run_target() {
   esac
 }
 
-# Labels of Switchyard rows for a scenario.
+# Labels of Switchyard rows for a scenario (with a baseline binary, its row too).
 switchyard_labels() {
+  local labels=switchyard
   if [ -n "$PG_URL" ] && { [ "$1" = publish ] || [ "$BENCH_PG_ALL" = 1 ]; }; then
-    echo switchyard switchyard-pg
-  else
-    echo switchyard
+    labels="$labels switchyard-pg"
   fi
+  if [ -n "$BASELINE_BIN" ]; then labels="$labels switchyard-baseline"; fi
+  echo "$labels"
 }
 
-# each_run SCENARIO ARGS... : RUNS rounds, alternating which target goes first.
+# each_run SCENARIO ARGS... : RUNS rounds, alternating which target goes
+# first (and last). Nchan takes part in every scenario but editing.
 each_run() {
   local scenario=$1
   shift
   local r labels
   for ((r = 1; r <= RUNS; r++)); do
-    labels="nchan $(switchyard_labels "$scenario")"
-    if ((r % 2 == 1)); then labels="$(switchyard_labels "$scenario") nchan"; fi
+    labels="$(switchyard_labels "$scenario")"
+    if [ "$scenario" != edit ]; then labels="$labels nchan"; fi
+    if ((r % 2 == 0)); then labels=$(echo "$labels" | tr ' ' '\n' | tac | tr '\n' ' '); fi
     for label in $labels; do
       if [ "$scenario" = publish ] && [ "$label" = nchan ]; then
         run_target nchan publish -c "$NCHAN_PUBLISH_CONNS" -b 1 -d "$PUBLISH_SECS"
@@ -288,17 +292,7 @@ scenario_publish() {
 
 scenario_edit() {
   log "edit: $EDIT_EDITORS editors on one document (no peer: Nchan has no editing)"
-  local r label labels
-  for ((r = 1; r <= RUNS; r++)); do
-    # With a baseline, alternate which build goes first, as with Nchan.
-    labels="$(switchyard_labels edit)"
-    if [ -n "$BASELINE_BIN" ]; then
-      if ((r % 2 == 1)); then labels="$labels switchyard-baseline"; else labels="switchyard-baseline $labels"; fi
-    fi
-    for label in $labels; do
-      run_target "$label" edit -n "$EDIT_EDITORS" -d "$EDIT_SECS"
-    done
-  done
+  each_run edit edit -n "$EDIT_EDITORS" -d "$EDIT_SECS"
 }
 
 # The whole run is one function, read before it starts: editing this file
