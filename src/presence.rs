@@ -291,19 +291,18 @@ impl Presence {
         self.refresh(&user, false).await
     }
 
-    /// Writes the actions [`Self::acted`] left to the sweep.
+    /// Writes the actions [`Self::acted`] left to the sweep. An entry is
+    /// marked written only once its write succeeded, so a failed sweep
+    /// leaves the rest for the next one.
     async fn write_recent_actions(&self, now: i64) -> Result<(), ApiError> {
         let due: Vec<(UserKey, i64, Option<String>, Option<String>)> = {
             let mut recent = self.recent_actions.lock().expect("recent actions lock");
             let every = self.action_every();
             recent.retain(|_, r| r.latest > r.written_at || now - r.written_at < every);
             recent
-                .iter_mut()
+                .iter()
                 .filter(|(_, r)| r.latest > r.written_at)
-                .map(|(user, r)| {
-                    r.written_at = r.latest;
-                    (user.clone(), r.latest, r.name.clone(), r.avatar.clone())
-                })
+                .map(|(user, r)| (user.clone(), r.latest, r.name.clone(), r.avatar.clone()))
                 .collect()
         };
         for (user, latest, name, avatar) in due {
@@ -317,6 +316,14 @@ impl Presence {
                     now,
                 )
                 .await?;
+            if let Some(r) = self
+                .recent_actions
+                .lock()
+                .expect("recent actions lock")
+                .get_mut(&user)
+            {
+                r.written_at = r.written_at.max(latest);
+            }
         }
         Ok(())
     }

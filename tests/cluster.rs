@@ -364,7 +364,13 @@ async fn edit_events_enter_the_log_in_revision_order_across_nodes() {
     let reader = token_with("reader", json!({"channels": ["task:*"]}));
     let total = EDITORS as u64 * EACH;
     let (mut cursor, mut revisions) = (0u64, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while (revisions.len() as u64) < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {total} edit.operation events in the log",
+            revisions.len()
+        );
         let body: Value = a
             .get(
                 &format!(

@@ -107,38 +107,6 @@ impl EventLog {
         committed(answer.await)
     }
 
-    /// Appends several publishes, queued together and in this order, so
-    /// they usually share one group commit; answers each once it is
-    /// committed (or failed), in the same order.
-    pub async fn append_all(
-        &self,
-        requests: Vec<AppendRequest>,
-    ) -> Vec<Result<AppendOutcome, ApiError>> {
-        let shutting_down = || ApiError::new(ErrorCode::Unavailable, "The server is shutting down");
-        let queue = self.queue.lock().expect("queue lock").clone();
-        let permits = match &queue {
-            Some(queue) if !requests.is_empty() => queue.reserve_many(requests.len()).await.ok(),
-            _ => None,
-        };
-        let Some(permits) = permits else {
-            return requests.iter().map(|_| Err(shutting_down())).collect();
-        };
-        // Sent without awaiting in between, so the writer finds them together.
-        let answers: Vec<_> = permits
-            .zip(requests)
-            .map(|(permit, request)| {
-                let (reply, answer) = oneshot::channel();
-                permit.send(AppendJob { request, reply });
-                answer
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(answers.len());
-        for answer in answers {
-            outcomes.push(committed(answer.await));
-        }
-        outcomes
-    }
-
     /// Hands this node's readers events committed outside the writer (an
     /// edit batch appends its events in its own transaction), in id order.
     pub async fn ingest_committed(&self, events: &[Arc<Event>]) {

@@ -9,7 +9,9 @@
 //! `FOR UPDATE` and keeps it through commit, so across nodes one document's
 //! operations are applied one at a time. The transform-and-apply
 //! transaction itself is each backend's ([`crate::storage::edit::SubmitTx`]
-//! in `postgres/edit.rs` and `sqlite/direct.rs`) over the statements below.
+//! in `postgres/edit.rs` and `sqlite/edit.rs`) over the statements below.
+
+use crate::storage::edit::lock_columns;
 
 /// A document's row by key (`$1`-`$4`); Postgres adds `FOR UPDATE` to lock it.
 macro_rules! select_document {
@@ -59,8 +61,6 @@ pub(crate) const INSERT_OPERATION: &str = concat!(
 /// Marks one session active at `$2`.
 pub(crate) const TOUCH_SESSION: &str =
     "UPDATE edit_sessions SET last_active_at = $2 WHERE session_id = $1";
-
-use crate::storage::edit::lock_columns;
 
 /// Implements [`EditStore`](crate::storage::edit::EditStore) for a backend
 /// with a `pool` field, but for `submit_operations`, which calls the
