@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchyard vs Nchan, side by side on one machine.
 #
-#   bench/run.sh [fanout|idle|longpoll|publish|edit|all]
+#   bench/run.sh [fanout|idle|longpoll|publish|edit|messages|ws|all]
 #
 # Servers run pinned to one core (SERVER_CPU, default 0): Nchan with one
 # nginx worker, Switchyard with TOKIO_WORKER_THREADS=1. The load generator
@@ -19,6 +19,14 @@
 #   LONGPOLL_CONNS=50 LONGPOLL_SECS=10
 #   PUBLISH_CONNS=8 PUBLISH_BATCH=100 PUBLISH_SECS=10 NCHAN_PUBLISH_CONNS=8
 #   EDIT_EDITORS=10 EDIT_SECS=8  (editing has no peer: Nchan does not edit)
+#   MESSAGES_MEMBERS=50 MESSAGES_PER_MIN=1000 MESSAGES_SECS=60
+#                             a group conversation's members read their
+#                             inboxes while they send messages in turn; beside
+#                             it a broadcast of the same shape (as many SSE
+#                             subscribers, the same rate) on every target
+#   WS_SUBS=1000 WS_RATE=50 WS_SECS=10 WS_PAD=0
+#                             `ws`: Switchyard alone, WebSocket subscribers in
+#                             JSON and in protobuf frames (not part of `all`)
 #   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
 #                             one in every round (label switchyard-baseline,
 #                             on SQLite): a same-run ratio for editing, which
@@ -41,9 +49,9 @@ set -euo pipefail
 
 SCENARIO=${1:-all}
 case "$SCENARIO" in
-fanout | idle | longpoll | publish | edit | all) ;;
+fanout | idle | longpoll | publish | edit | messages | ws | all) ;;
 *)
-  echo "usage: $0 [fanout|idle|longpoll|publish|edit|all]" >&2
+  echo "usage: $0 [fanout|idle|longpoll|publish|edit|messages|ws|all]" >&2
   exit 2
   ;;
 esac
@@ -65,6 +73,13 @@ PUBLISH_SECS=${PUBLISH_SECS:-10}
 NCHAN_PUBLISH_CONNS=${NCHAN_PUBLISH_CONNS:-8}
 EDIT_EDITORS=${EDIT_EDITORS:-10}
 EDIT_SECS=${EDIT_SECS:-8}
+MESSAGES_MEMBERS=${MESSAGES_MEMBERS:-50}
+MESSAGES_PER_MIN=${MESSAGES_PER_MIN:-1000}
+MESSAGES_SECS=${MESSAGES_SECS:-60}
+WS_SUBS=${WS_SUBS:-1000}
+WS_RATE=${WS_RATE:-50}
+WS_SECS=${WS_SECS:-10}
+WS_PAD=${WS_PAD:-0}
 BASELINE_BIN=${SWITCHYARD_BASELINE_BIN:-}
 PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-}
 BENCH_PG_ALL=${BENCH_PG_ALL:-0}
@@ -204,7 +219,7 @@ run_target() {
     start_nchan
     url="http://127.0.0.1:$NCHAN_PORT"
     ;;
-  switchyard) start_switchyard sqlite "$RUN_NO" ;;
+  switchyard | switchyard-ws-*) start_switchyard sqlite "$RUN_NO" ;;
   switchyard-pg) start_switchyard postgres "$RUN_NO" ;;
   switchyard-baseline) start_switchyard sqlite "$RUN_NO" "$WORK/bin/switchyard-baseline" ;;
   esac
@@ -224,25 +239,27 @@ run_target() {
   esac
 }
 
-# Labels of Switchyard rows for a scenario (with a baseline binary, its row too).
+# Labels of Switchyard rows for a scenario (with a baseline binary, its row
+# too, except for conversations, which older builds do not have).
 switchyard_labels() {
   local labels=switchyard
   if [ -n "$PG_URL" ] && { [ "$1" = publish ] || [ "$BENCH_PG_ALL" = 1 ]; }; then
     labels="$labels switchyard-pg"
   fi
-  if [ -n "$BASELINE_BIN" ]; then labels="$labels switchyard-baseline"; fi
+  if [ -n "$BASELINE_BIN" ] && [ "$1" != messages ]; then labels="$labels switchyard-baseline"; fi
   echo "$labels"
 }
 
 # each_run SCENARIO ARGS... : RUNS rounds, alternating which target goes
-# first (and last). Nchan takes part in every scenario but editing.
+# first (and last). Nchan takes part in every scenario but editing and
+# conversation messages.
 each_run() {
   local scenario=$1
   shift
   local r labels
   for ((r = 1; r <= RUNS; r++)); do
     labels="$(switchyard_labels "$scenario")"
-    if [ "$scenario" != edit ]; then labels="$labels nchan"; fi
+    if [ "$scenario" != edit ] && [ "$scenario" != messages ]; then labels="$labels nchan"; fi
     if ((r % 2 == 0)); then labels=$(echo "$labels" | tr ' ' '\n' | tac | tr '\n' ' '); fi
     for label in $labels; do
       if [ "$scenario" = publish ] && [ "$label" = nchan ]; then
@@ -295,10 +312,35 @@ scenario_edit() {
   each_run edit edit -n "$EDIT_EDITORS" -d "$EDIT_SECS"
 }
 
+scenario_messages() {
+  local rate
+  rate=$(awk -v m="$MESSAGES_PER_MIN" 'BEGIN { printf "%.2f", m / 60 }')
+  log "messages: a group of $MESSAGES_MEMBERS reading their inboxes, $MESSAGES_PER_MIN messages a minute for ${MESSAGES_SECS}s (no peer: Nchan has no conversations)"
+  each_run messages fanout --group -n "$MESSAGES_MEMBERS" -r "$rate" -d "$MESSAGES_SECS"
+  log "beside it, a broadcast of the same shape: $MESSAGES_MEMBERS SSE subscribers of one channel, $rate events/s"
+  each_run messages-broadcast fanout --scenario messages-broadcast -n "$MESSAGES_MEMBERS" -r "$rate" -d "$MESSAGES_SECS"
+}
+
+# JSON against protobuf frames on the same server build: the same fan-out at
+# a fixed rate, read over WebSocket in each framing (bytes read and server
+# CPU per delivered event). Nchan has no such protocol.
+scenario_ws() {
+  log "ws: 1 channel x $WS_SUBS WebSocket subscribers at $WS_RATE events/s for ${WS_SECS}s, data padded by $WS_PAD bytes, JSON vs protobuf frames"
+  local r label labels
+  for ((r = 1; r <= RUNS; r++)); do
+    labels="switchyard-ws-json switchyard-ws-protobuf"
+    if ((r % 2 == 0)); then labels="switchyard-ws-protobuf switchyard-ws-json"; fi
+    for label in $labels; do
+      run_target "$label" fanout -n "$WS_SUBS" -r "$WS_RATE" -d "$WS_SECS" --pad "$WS_PAD" \
+        --transport "${label#switchyard-}"
+    done
+  done
+}
+
 # The whole run is one function, read before it starts: editing this file
 # during a run cannot change what the run does.
 main() {
-  ensure_nchan
+  if [ "$SCENARIO" != ws ]; then ensure_nchan; fi
   build
   snapshot_binaries
   {
@@ -317,6 +359,7 @@ main() {
     scenario_longpoll
     scenario_publish
     scenario_edit
+    scenario_messages
     ;;
   *) "scenario_$SCENARIO" ;;
   esac

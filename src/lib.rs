@@ -1,50 +1,38 @@
-//! Switchyard: an HTTP-first realtime service.
+//! Switchyard: an HTTP-first realtime service. This crate is the edge:
+//! the HTTP transports, the storage drivers and the configuration, around
+//! the core in `switchyard-core` (the log, fan-out, sessions, presence,
+//! editing, auth and limits), which knows nothing of HTTP or databases.
 //!
-//! Map of the crate (PROTOCOL.md section in brackets):
-//! - [`log`]: the one sequenced event log every event goes through: the
-//!   group-commit [`log::writer`], the fan-out [`log::hub`], cursor
-//!   [`log::Reader`]s and the retention [`log::pruner`] (§3);
-//! - [`storage`]: the durable log behind one trait, on SQLite or Postgres;
-//! - [`auth`] (§1) and [`channel`] (§2): who may read and write what;
-//! - [`event`]: the envelope and the rules for what may be published (§3, §6);
-//! - [`presence`] (§7), [`edit`] (§8: the pure OT core in [`edit::ot`] and the
-//!   sessions, documents and locks around it), [`limits`] (§12) and
-//!   [`expiry`] (token expiry on open streams, §1);
+//! Map of the crate:
+//! - [`config`]: flags, environment and the TOML file, typed;
+//! - [`storage`]: the core's storage traits on SQLite (rusqlite) and
+//!   Postgres (sqlx), with the rules written once over both;
 //! - [`http`]: thin transports over the core: SSE (§4), long polling (§5),
-//!   publishing (§6), presence, editing, WebSocket (§10), operator endpoints
-//!   (§13), and the accept loop ([`http::server`]);
-//! - [`error`]: the one error body (§11); [`config`]: flags, env and TOML;
-//!   [`metrics`]: the counters behind `/metrics`.
+//!   publishing (§6), presence (§7), editing (§8), WebSocket (§10),
+//!   operator endpoints (§13), the one HTTP error type, and the accept loop
+//!   ([`http::server`]).
 //!
 //! [`serve`] runs exactly what `switchyard serve` runs, so tests start the
 //! same server users do.
 
-pub mod auth;
-pub mod channel;
 pub mod config;
-pub mod edit;
-pub mod error;
-pub mod event;
-pub mod expiry;
 pub mod http;
-pub mod limits;
-pub mod log;
-pub mod metrics;
-pub mod presence;
 pub mod storage;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::RngCore;
+use switchyard_core::Realtime;
+use switchyard_core::auth::Authenticator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, claims_for};
-use crate::config::Config;
-use crate::http::AppState;
-use crate::log::EventLog;
-use crate::metrics::Metrics;
+use crate::config::{Config, Switch};
+use crate::http::connections::Connections;
+use crate::http::origin::CookieOrigins;
+use crate::http::server::FrontDoor;
+use crate::http::state::{AppState, Deadlines, Demo};
 
 /// How the server got its token key.
 enum KeySource {
@@ -54,6 +42,11 @@ enum KeySource {
 }
 
 fn authenticator(config: &Config) -> anyhow::Result<(Authenticator, KeySource)> {
+    let (auth, source) = key(config)?;
+    Ok((auth.with_rules(config.claim_rules()), source))
+}
+
+fn key(config: &Config) -> anyhow::Result<(Authenticator, KeySource)> {
     if let Some(key) = &config.jwt_public_key {
         let pem = if key.trim_start().starts_with("-----BEGIN") {
             key.clone().into_bytes()
@@ -88,84 +81,55 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let file = config.file()?;
-    let namespaces = channel::Namespaces::with_overrides(file.namespaces)?;
-    let limits = Arc::new(limits::Limits::new(file.limits, config.rate_limits == "on"));
+    let settings = config.settings()?;
     let (auth, key_source) = authenticator(&config)?;
     let storage = storage::open(&config.database_url).await?;
     storage.migrate().await?;
-    let metrics = Arc::new(Metrics::default());
-    let log = EventLog::start(storage.clone(), metrics.clone(), shutdown.clone()).await?;
-    let pruner = tokio::spawn(log::pruner::run(
-        storage.clone(),
-        Duration::from_secs(config.prune_interval_secs.max(1)),
-        shutdown.clone(),
-    ));
-
-    let evictor = tokio::spawn(evict_idle_limits(limits.clone(), shutdown.clone()));
-    let namespaces = Arc::new(namespaces);
-    let presence = Arc::new(presence::Presence::new(
-        storage.clone(),
-        log.clone(),
-        namespaces.clone(),
-        Duration::from_secs(config.presence_ttl_secs.max(1)),
-        Duration::from_secs(config.presence_away_secs.max(1)),
-    ));
-    let sweeper = tokio::spawn(presence.clone().run(shutdown.clone()));
-    let editing = edit::Editing::new(
-        log.clone(),
-        namespaces.clone(),
-        Duration::from_secs(config.edit_session_idle_secs.max(1)),
-    );
-    let lock_expiry = tokio::spawn(edit::run_lock_expiry(editing.clone(), shutdown.clone()));
+    let backend = storage.backend();
+    let realtime = Realtime::start(storage, settings, auth, shutdown.clone()).await?;
+    let deadlines = Deadlines {
+        header: config.header_timeout,
+        body: config.body_timeout,
+        idle: config.idle_timeout,
+        write: config.write_timeout,
+    };
+    let front = FrontDoor {
+        deadlines,
+        connections: Connections::new(config.max_connections.map(|n| n as usize)),
+    };
     let state = AppState {
-        editing,
-        log: log.clone(),
-        auth: Arc::new(auth),
-        namespaces,
-        presence,
-        metrics,
-        limits,
-        keepalive: Duration::from_secs(config.keepalive_secs.max(1)),
-        ws_ping: Duration::from_secs(config.ws_ping_secs.max(1)),
-        shutdown: shutdown.clone(),
+        realtime: realtime.clone(),
+        keepalive: config.keepalive,
+        cookie_origins: Arc::new(CookieOrigins::new(config.cors_origins.as_ref())),
+        ws_ping: config.ws_ping,
+        deadlines,
         started: Instant::now(),
+        demo: Demo {
+            enabled: config.demo == Switch::On,
+            dev_tokens: matches!(key_source, KeySource::Generated),
+        },
     };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backend = storage.backend(), "serving");
+    tracing::info!(%addr, backend, "serving");
     println!("switchyard listening on http://{addr}");
     if let KeySource::Generated = key_source {
-        print_dev_banner(&state.auth, &addr.to_string());
+        print_dev_banner(&realtime.auth, &addr.to_string());
     }
 
-    let app = http::router(state, config.cors_origins.as_deref());
-    http::server::serve(listener, app, shutdown.clone()).await;
+    let app = http::router(state, config.cors_origins.as_ref());
+    http::server::serve(listener, app, front, shutdown.clone()).await;
     tracing::info!("connections closed; finishing queued appends");
-    let _ = lock_expiry.await;
-    log.close().await;
-    let _ = pruner.await;
-    let _ = evictor.await;
-    let _ = sweeper.await;
-    storage.close().await;
+    realtime.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Keeps rate-limiter state proportional to active users, not to all users ever seen.
-async fn evict_idle_limits(limits: Arc<limits::Limits>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => limits.evict_idle(),
-        }
-    }
-}
-
 fn print_dev_banner(auth: &Authenticator, addr: &str) {
     let day = 24 * 3600;
-    let user = auth.sign(&claims_for("alice", day)).unwrap_or_default();
-    let mut service_claims = claims_for("backend", day);
+    let user = auth
+        .sign(&auth.claims_for("alice", day))
+        .unwrap_or_default();
+    let mut service_claims = auth.claims_for("backend", day);
     service_claims.role = Some("service".into());
     let service = auth.sign(&service_claims).unwrap_or_default();
     println!(

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use switchyard::auth::{Authenticator, claims_for};
-use switchyard::config::{Cli, Command, Config, TokenArgs};
+use switchyard::config::{Cli, Command, Config, LogFormat, TokenArgs};
+use switchyard_core::auth::Authenticator;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +15,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.config.log_format);
+    init_tracing(cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Token(args) => token(&cli.config, args),
@@ -29,12 +29,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -91,15 +91,14 @@ fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
         })
         .unwrap_or_default()
     };
-    let mut claims = claims_for(&args.sub, args.ttl);
+    let auth = Authenticator::hs256(secret.as_bytes()).with_rules(config.claim_rules());
+    let mut claims = auth.claims_for(&args.sub, args.ttl);
     claims.tenant_id = args.tenant;
     claims.channels = list(args.channels);
     claims.publish = list(args.publish);
     claims.role = args.role;
     claims.name = args.name;
-    let token = Authenticator::hs256(secret.as_bytes())
-        .sign(&claims)
-        .context("could not sign the token")?;
+    let token = auth.sign(&claims).context("could not sign the token")?;
     println!("{token}");
     Ok(())
 }

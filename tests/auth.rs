@@ -21,7 +21,15 @@ const PUBLIC: &[&str] = &[
     "/realtime/status",
     "/realtime/channels",
     "/openapi.yaml",
+    "/client.js",
+    "/client.d.ts",
+    "/demo",
+    "/demo/{file}",
 ];
+
+/// Public, but off on a server with a configured key (as the tests' are):
+/// answered 404 without asking for a token.
+const PUBLIC_OFF: &[&str] = &["/demo/token"];
 
 fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -261,8 +269,13 @@ async fn every_endpoint_except_the_public_ones_requires_a_token(backend: Backend
             req = req.json(&json!({"channels": ["system"], "event": "e", "timeout": 0}));
         }
         let res = req.send().await.unwrap();
-        if PUBLIC.contains(path) {
+        if PUBLIC.contains(path) && *path == "/demo/{file}" {
+            // `file` is not one of the demo's files: 404, without a token.
+            expect_error(res, 404, "not_found").await;
+        } else if PUBLIC.contains(path) {
             assert_eq!(res.status(), 200, "{method} {path} answers without a token");
+        } else if PUBLIC_OFF.contains(path) {
+            expect_error(res, 404, "not_found").await;
         } else {
             let body = expect_error(res, 401, "missing_token").await;
             assert_eq!(body["code"], "missing_token", "{method} {path}");
@@ -378,7 +391,158 @@ async fn token_with_a_nul_in_name_is_not_a_server_error(backend: Backend) {
     }
 }
 
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Sleeps until the wall clock reaches `at_ms`.
+async fn sleep_until_ms(at_ms: i64) {
+    let left = at_ms - now_ms();
+    if left > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(left as u64)).await;
+    }
+}
+
+// `nbf` is checked with the rule `exp` has, without leeway: refused before
+// it (invalid_token, not token_expired), accepted from it on.
+async fn a_token_is_refused_before_its_nbf(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let hour_ahead = sign(&json!({"sub": "alice", "exp": exp_in(7200), "nbf": exp_in(3600)}));
+    let body = expect_error(server.get(PROBE, &hour_ahead).await, 401, "invalid_token").await;
+    assert!(body["message"].as_str().unwrap().contains("nbf"), "{body}");
+    let past = sign(&json!({"sub": "alice", "exp": exp_in(3600), "nbf": exp_in(-5)}));
+    assert_eq!(server.get(PROBE, &past).await.status(), 200);
+
+    // Valid from the second `nbf` names, not a moment later.
+    let nbf = exp_in(2);
+    let soon = sign(&json!({"sub": "alice", "exp": exp_in(3600), "nbf": nbf}));
+    expect_error(server.get(PROBE, &soon).await, 401, "invalid_token").await;
+    sleep_until_ms(nbf * 1000 + 50).await;
+    assert_eq!(server.get(PROBE, &soon).await.status(), 200);
+}
+
+// One rule for streams and requests: at `exp` the stream is told
+// `token.expired`, and from that instant requests with the same token are
+// token_expired, both a token the server has seen (and remembers) and one
+// it has not.
+async fn requests_and_streams_expire_at_the_same_instant(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let exp = exp_in(3);
+    let seen = sign(&json!({"sub": "alice", "exp": exp}));
+    let unseen = sign(&json!({"sub": "alice", "exp": exp, "name": "Alice"}));
+    assert_eq!(server.get(PROBE, &seen).await.status(), 200);
+    let mut stream = server.sse("channels=system", &seen).await;
+    stream.subscription().await;
+    loop {
+        let frame = stream
+            .next_frame_within(std::time::Duration::from_secs(10))
+            .await
+            .expect("the stream stays open until token.expired");
+        if frame.comment.is_some() {
+            continue;
+        }
+        if frame.json()["event"] == "token.expired" {
+            break;
+        }
+    }
+    let at = now_ms();
+    assert!(
+        at >= exp * 1000,
+        "token.expired came at {at}, before exp {exp}"
+    );
+    assert!(
+        at < exp * 1000 + 900,
+        "token.expired came at {at}, late for exp {exp}: the test needs a request in exp's second"
+    );
+    expect_error(server.get(PROBE, &seen).await, 401, "token_expired").await;
+    expect_error(server.get(PROBE, &unseen).await, 401, "token_expired").await;
+    let res = server
+        .post("/realtime/presence", &unseen, &json!({"status": "online"}))
+        .await;
+    expect_error(res, 401, "token_expired").await;
+}
+
+// A JWS header may name critical extensions (`crit`) that a recipient must
+// understand; Switchyard understands none, so any `crit` is refused.
+async fn a_token_with_a_crit_header_is_invalid_token(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    for crit in [vec!["exp"], vec!["http://example.com/ext"]] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(crit.iter().map(|c| c.to_string()).collect());
+        let token = jsonwebtoken::encode(&header, &claims("alice"), &key).unwrap();
+        let body = expect_error(server.get(PROBE, &token).await, 401, "invalid_token").await;
+        assert!(body["message"].as_str().unwrap().contains("crit"), "{body}");
+    }
+}
+
+// SWITCHYARD_JWT_AUDIENCE and SWITCHYARD_JWT_ISSUER: when set, a token must
+// name one of the audiences and the issuer; `switchyard token` mints tokens
+// that do.
+async fn audience_and_issuer_are_checked_when_set(backend: Backend) {
+    let audiences = "switchyard,realtime";
+    let issuer = "https://auth.example.com";
+    let server = Server::start_with(
+        &backend,
+        &[
+            ("SWITCHYARD_JWT_AUDIENCE", audiences),
+            ("SWITCHYARD_JWT_ISSUER", issuer),
+        ],
+    )
+    .await;
+    let with = |extra: Value| {
+        let mut c = claims("alice");
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        sign(&c)
+    };
+    for good in [
+        json!({"aud": "switchyard", "iss": issuer}),
+        json!({"aud": ["other", "realtime"], "iss": issuer}),
+    ] {
+        assert_eq!(
+            server.get(PROBE, &with(good.clone())).await.status(),
+            200,
+            "{good}"
+        );
+    }
+    for bad in [
+        json!({}),
+        json!({"iss": issuer}),
+        json!({"aud": "switchyard"}),
+        json!({"aud": "other", "iss": issuer}),
+        json!({"aud": [], "iss": issuer}),
+        json!({"aud": "switchyard", "iss": "https://evil.example.com"}),
+        json!({"aud": "switchyard", "iss": 7}),
+    ] {
+        let res = server.get(PROBE, &with(bad.clone())).await;
+        assert_eq!(res.status(), 401, "{bad}");
+        expect_error(res, 401, "invalid_token").await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env_clear()
+        .env("SWITCHYARD_JWT_SECRET", SECRET)
+        .env("SWITCHYARD_JWT_AUDIENCE", audiences)
+        .env("SWITCHYARD_JWT_ISSUER", issuer)
+        .args(["token", "--sub", "alice"])
+        .output()
+        .expect("switchyard token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(server.get(PROBE, minted.trim()).await.status(), 200);
+}
+
 on_both_backends!(
+    a_token_is_refused_before_its_nbf,
+    requests_and_streams_expire_at_the_same_instant,
+    a_token_with_a_crit_header_is_invalid_token,
+    audience_and_issuer_are_checked_when_set,
     request_without_a_token_is_missing_token,
     garbage_token_is_invalid_token,
     token_with_a_bad_signature_is_invalid_token,

@@ -177,7 +177,7 @@ async fn a_killed_nodes_client_resumes_on_another_node_with_nothing_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_through_two_nodes_share_locks_and_converge() {
     use rand::{Rng, SeedableRng};
-    use switchyard::edit::ot::{Operation, transform};
+    use switchyard_core::edit::ot::{Operation, transform};
 
     let Some((a, b)) = two_nodes(&[]).await else {
         return;
@@ -390,4 +390,48 @@ async fn edit_events_enter_the_log_in_revision_order_across_nodes() {
         cursor = body["last_poll_id"].as_u64().unwrap();
     }
     assert_eq!(revisions, (1..=total).collect::<Vec<_>>());
+}
+
+/// Rooms across nodes: a user entering a channel's room on one node is
+/// announced once to a watcher on another, a second tab on the other node
+/// is no news, and leaving (the last tab gone, its TTL passed) is announced
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_entered_and_left_once_across_nodes() {
+    let Some((a, b)) = two_nodes(&[("SWITCHYARD_PRESENCE_TTL_SECS", "1")]).await else {
+        return;
+    };
+    let alice = token_with("alice", json!({"channels": ["project:*"]}));
+    let bob = token_with("bob", json!({"channels": ["project:x"]}));
+    let mut watcher = b.sse("channels=project:x", &bob).await;
+    watcher.subscription().await;
+    let mut on_a = a.sse("channels=project:x", &alice).await;
+    on_a.subscription().await;
+    let mut on_b = b.sse("channels=project:x", &alice).await;
+    on_b.subscription().await;
+    drop(on_a);
+    drop(on_b);
+    let mut names = Vec::new();
+    while !names.contains(&"user.disconnected".to_string()) {
+        let event = watcher.next_event(Duration::from_secs(15)).await;
+        if event["data"]["user_id"] == "alice" {
+            names.push(event["event"].as_str().unwrap().to_string());
+        }
+    }
+    let marker = a.broadcast("project:x", "marker", json!(null)).await;
+    loop {
+        let event = watcher.next_event(Duration::from_secs(15)).await;
+        if event["id"].as_u64() == Some(marker) {
+            break;
+        }
+        if event["data"]["user_id"] == "alice" {
+            names.push(event["event"].as_str().unwrap().to_string());
+        }
+    }
+    let rooms: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n == "user.connected" || *n == "user.disconnected")
+        .collect();
+    assert_eq!(rooms, ["user.connected", "user.disconnected"], "{names:?}");
 }

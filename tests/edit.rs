@@ -12,7 +12,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use switchyard::edit::ot::{Operation, compose, transform};
+use switchyard_core::edit::ot::{Operation, compose, transform};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -637,7 +637,7 @@ async fn save_answers_the_revision_and_appends_edit_saved(backend: Backend) {
     assert_eq!(
         saved,
         json!({"resource_type": "task", "resource_id": "4", "field": "description",
-               "revision": 1, "updated_at": doc["updated_at"]})
+               "content": "draft", "revision": 1, "updated_at": doc["updated_at"]})
     );
     let events = events_named(&server, &alice, "task:4", "edit.saved").await;
     assert_eq!(events.len(), 1);
@@ -646,6 +646,164 @@ async fn save_answers_the_revision_and_appends_edit_saved(backend: Backend) {
         json!({"session_id": sid(&a), "user_id": "alice", "resource_type": "task",
                "resource_id": "4", "field": "description", "revision": 1,
                "updated_at": doc["updated_at"]})
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Seeded documents and content set by a backend
+
+async fn start_seeded(server: &Server, token: &str, id: &str, seed: &str) -> Value {
+    let res = server
+        .post(
+            "/realtime/edit/sessions",
+            token,
+            &json!({"resource_type": "task", "resource_id": id, "field": "description",
+                    "initial_content": seed}),
+        )
+        .await;
+    let (status, body) = answer(res).await;
+    assert_eq!(status, 201, "start session answered {body}");
+    body
+}
+
+// The first session's initial_content seeds a new document; later ones get it.
+async fn the_first_initial_content_seeds_the_document(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let (alice, bob) = (editor("alice"), editor("bob"));
+    let a = start_seeded(&server, &alice, "50", "Ship héllo").await;
+    assert_eq!(
+        (a["content"].as_str(), a["revision"].as_u64()),
+        (Some("Ship héllo"), Some(0))
+    );
+    let b = start_seeded(&server, &bob, "50", "Something else").await;
+    assert_eq!(b["content"], "Ship héllo", "the first seed wins");
+    // Operations span the seeded text (10 characters).
+    let applied = submit_ok(
+        &server,
+        &alice,
+        sid(&a),
+        0,
+        json!([{"retain": 10}, {"insert": "!"}]),
+    )
+    .await;
+    assert_eq!(applied["revision"], 1);
+    assert_eq!(
+        document_ok(&server, &bob, "50", "description").await["content"],
+        "Ship héllo!"
+    );
+    let res = server
+        .post(
+            "/realtime/edit/sessions",
+            &alice,
+            &json!({"resource_type": "task", "resource_id": "51", "field": "description",
+                    "initial_content": "x".repeat(1024 * 1024 + 1)}),
+        )
+        .await;
+    assert_eq!(answer(res).await.0, 413);
+    let res = server
+        .post(
+            "/realtime/edit/sessions",
+            &alice,
+            &json!({"resource_type": "task", "resource_id": "51", "field": "description",
+                    "initial_content": "nul\u{0}"}),
+        )
+        .await;
+    assert_eq!(answer(res).await.0, 400);
+}
+
+async fn put_content(server: &Server, token: &str, id: &str, content: &str) -> (u16, Value) {
+    let res = server
+        .client
+        .put(server.url(&format!(
+            "/realtime/edit/documents?resource_type=task&resource_id={id}&field=description"
+        )))
+        .bearer_auth(token)
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .expect("PUT");
+    answer(res).await
+}
+
+// A backend sets a document's content while no session is live: created at
+// revision 0, then each change one more revision announced as an operation;
+// with a live session it is 409 and nothing changes.
+async fn a_backend_sets_content_while_no_one_edits(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let service = service_token();
+    let alice = editor("alice");
+    let mut watcher = server.sse("channels=task:60", &alice).await;
+    watcher.subscription().await;
+
+    let (status, created) = put_content(&server, &service, "60", "From the app").await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(
+        (created["content"].as_str(), created["revision"].as_u64()),
+        (Some("From the app"), Some(0))
+    );
+    let (status, replaced) = put_content(&server, &service, "60", "Edited in the app").await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["revision"], 1);
+    let event = next_edit_event(&mut watcher).await;
+    assert_eq!(event["event"], "edit.operation");
+    assert_eq!(event["data"]["revision"], 1);
+    assert_eq!(event["data"]["user_id"], "backend");
+    assert_eq!(
+        event["data"]["ops"],
+        json!([{"delete": 12}, {"insert": "Edited in the app"}])
+    );
+    let (status, same) = put_content(&server, &service, "60", "Edited in the app").await;
+    assert_eq!(
+        (status, same["revision"].as_u64()),
+        (200, Some(1)),
+        "unchanged"
+    );
+
+    // A session opened now starts from it, and its operations follow on.
+    let a = start(&server, &alice, "60", "description").await;
+    assert_eq!(
+        (a["content"].as_str(), a["revision"].as_u64()),
+        (Some("Edited in the app"), Some(1))
+    );
+    let (status, busy) = put_content(&server, &service, "60", "Overwrite").await;
+    assert_eq!(status, 409, "{busy}");
+    assert_eq!(busy["code"], "conflict");
+    assert_eq!(busy["details"]["active_editors"], json!(["alice"]));
+    submit_ok(
+        &server,
+        &alice,
+        sid(&a),
+        1,
+        json!([{"retain": 17}, {"insert": "."}]),
+    )
+    .await;
+    let res = delete(
+        &server,
+        &format!("/realtime/edit/sessions/{}", sid(&a)),
+        &alice,
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let (status, after) = put_content(&server, &service, "60", "Final").await;
+    assert_eq!(
+        (status, after["revision"].as_u64()),
+        (200, Some(3)),
+        "{after}"
+    );
+    assert_eq!(
+        document_ok(&server, &alice, "60", "description").await["content"],
+        "Final"
+    );
+
+    let (status, refused) = put_content(&server, &alice, "60", "Mine").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    let (status, big) = put_content(&server, &service, "61", &"x".repeat(1024 * 1024 + 1)).await;
+    assert_eq!(
+        (status, big["code"].as_str()),
+        (413, Some("payload_too_large"))
     );
 }
 
@@ -1587,4 +1745,6 @@ on_both_backends!(
     an_expired_lock_is_released_with_edit_unlock,
     edit_operations_are_rate_limited,
     five_clients_converge_under_random_interleavings,
+    the_first_initial_content_seeds_the_document,
+    a_backend_sets_content_while_no_one_edits,
 );

@@ -196,10 +196,20 @@ async fn missing_required_field_is_invalid_message(backend: Backend) {
         .await;
     expect_protocol_error(res, 400, "invalid_message").await;
     let res = server
-        .post("/realtime/poll", &service, &json!({"timeout": 0}))
+        .post(
+            "/realtime/conversations",
+            &token("alice"),
+            &json!({"user_id": "bob"}),
+        )
         .await;
     expect_protocol_error(res, 400, "invalid_message").await;
-    let res = server.get("/realtime/poll?timeout=0", &service).await;
+    let res = server
+        .post(
+            "/realtime/notifications",
+            &service,
+            &json!({"user_id": "alice", "type": "t"}),
+        )
+        .await;
     expect_protocol_error(res, 400, "invalid_message").await;
 }
 
@@ -265,7 +275,13 @@ async fn bad_query_value_is_invalid_message(backend: Backend) {
 async fn bad_since_is_invalid_message(backend: Backend) {
     let server = Server::start(&backend).await;
     let alice = token("alice");
-    for since in ["since=yesterday", "since=2026-13-01T00:00:00Z", "since="] {
+    for since in [
+        "since=yesterday",
+        "since=2026-13-01T00:00:00Z",
+        "since=",
+        "since=-5",
+        "since=12.5",
+    ] {
         let res = server
             .get(
                 &format!("/realtime/activity?channels=system&{since}"),

@@ -260,8 +260,13 @@ async fn viewing_appears_on_the_resource_channel_and_in_active_users(backend: Ba
         .await
         .unwrap();
     assert_eq!(body["resource"], json!({"type": "task", "id": "123"}));
+    // Bob is in the room (his stream follows task:123), viewing nothing.
     let users = body["active_users"].as_array().unwrap();
-    assert_eq!(users.len(), 1, "{body}");
+    assert_eq!(users.len(), 2, "{body}");
+    assert_eq!(
+        (users[1]["user_id"].as_str(), users[1]["viewing"].as_bool()),
+        (Some("bob"), Some(false))
+    );
     assert_eq!(users[0]["user_id"], "alice");
     assert_eq!(users[0]["name"], "Alice A.");
     assert_eq!(users[0]["avatar"], "https://example.test/a.png");
@@ -291,7 +296,13 @@ async fn viewing_appears_on_the_resource_channel_and_in_active_users(backend: Ba
         .json()
         .await
         .unwrap();
-    assert_eq!(body["active_users"], json!([]));
+    let ids: Vec<&str> = body["active_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bob"], "alice viewed it and left; bob follows it");
 }
 
 async fn typing_coalesces_and_ends_by_itself(backend: Backend) {
@@ -358,6 +369,158 @@ async fn an_explicit_stop_ends_typing_at_once(backend: Backend) {
         next_named(&mut watcher, "user.typing").await["data"]["is_typing"],
         false
     );
+}
+
+/// Typing without a `field` is typing in the resource as a whole (a chat's
+/// message box): `field: null` in the events, `typing` in the REST view.
+async fn typing_without_a_field_is_the_whole_resource(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let alice = token_with("alice", json!({"channels": ["task:*"]}));
+    let bob = token_with("bob", json!({"channels": ["task:9"]}));
+    let mut watcher = server.sse("channels=task:9", &bob).await;
+    watcher.subscription().await;
+    // Online (the REST view lists online users only).
+    let mut alice_stream = server.sse("channels=task:9", &alice).await;
+    alice_stream.subscription().await;
+    let body = |on: bool| json!({"resource_type": "task", "resource_id": "9", "is_typing": on});
+    let res = server.post("/realtime/typing", &alice, &body(true)).await;
+    assert_eq!(res.status(), 200);
+    let event = next_named(&mut watcher, "user.typing").await;
+    assert_eq!(event["data"]["field"], Value::Null, "{event}");
+    assert_eq!(event["data"]["is_typing"], true);
+    let view: Value = server
+        .get("/realtime/presence?resource=task&id=9", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice_there = view["active_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_id"] == "alice")
+        .cloned()
+        .unwrap_or_else(|| panic!("alice is active: {view}"));
+    assert_eq!(alice_there["typing"], true);
+    assert_eq!(alice_there["typing_fields"], json!([]));
+    server.post("/realtime/typing", &alice, &body(false)).await;
+    let event = next_named(&mut watcher, "user.typing").await;
+    assert_eq!(
+        (
+            event["data"]["field"].clone(),
+            event["data"]["is_typing"].clone()
+        ),
+        (Value::Null, json!(false))
+    );
+}
+
+/// Rooms (PROTOCOL §7): a user whose open stream follows a channel is in
+/// its room, listed by the resource view and announced there when they
+/// enter (even if already online elsewhere) and leave, once per user, not
+/// per tab.
+async fn entering_and_leaving_a_room_is_announced_once_per_user(backend: Backend) {
+    let server = Server::start_with(&backend, &[SHORT_TTL]).await;
+    let alice = token_with("alice", json!({"channels": ["project:*"], "name": "Alice"}));
+    let bob = token_with("bob", json!({"channels": ["project:rb"]}));
+    let mut watcher = server.sse("channels=project:rb", &bob).await;
+    watcher.subscription().await;
+    // Online elsewhere first.
+    let mut elsewhere = server.sse("channels=system", &alice).await;
+    elsewhere.subscription().await;
+    wait_status(&server, "alice", "online").await;
+
+    let mut tab_1 = server.sse("channels=project:rb", &alice).await;
+    tab_1.subscription().await;
+    let event = next_named(&mut watcher, "user.connected").await;
+    assert_eq!(event["channel"], "project:rb");
+    assert_eq!(event["data"]["name"], "Alice");
+    let view: Value = server
+        .get("/realtime/presence?resource=project&id=rb", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice_there = view["active_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_id"] == "alice")
+        .cloned()
+        .unwrap_or_else(|| panic!("alice is in the room: {view}"));
+    assert_eq!(
+        (
+            alice_there["status"].as_str(),
+            alice_there["viewing"].as_bool(),
+            alice_there["name"].as_str()
+        ),
+        (Some("online"), Some(false), Some("Alice"))
+    );
+
+    // A second tab is no news; closing one of two neither.
+    let mut tab_2 = server.sse("channels=project:rb", &alice).await;
+    tab_2.subscription().await;
+    drop(tab_1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let marker = server.broadcast("project:rb", "marker", json!(2)).await;
+    loop {
+        let event = watcher.next_event(Duration::from_secs(10)).await;
+        let name = event["event"].as_str().unwrap().to_string();
+        assert!(
+            name != "user.connected" && name != "user.disconnected",
+            "no news while a tab stays: {event}"
+        );
+        if event["id"].as_u64() == Some(marker) {
+            break;
+        }
+    }
+    // The last tab gone (and its TTL): left, once; still online elsewhere.
+    drop(tab_2);
+    let event = next_named(&mut watcher, "user.disconnected").await;
+    assert_eq!(event["channel"], "project:rb");
+    assert_eq!(status_of(&server, "alice", &bob).await["status"], "online");
+}
+
+/// A WebSocket entering and leaving a room by subscribing and
+/// unsubscribing; a poll reading a channel is in its room.
+async fn subscriptions_and_polls_move_users_between_rooms(backend: Backend) {
+    let server = Server::start_with(&backend, &[SHORT_TTL]).await;
+    let alice = token_with("alice", json!({"channels": ["project:*"]}));
+    let bob = token_with("bob", json!({"channels": ["project:*"]}));
+    let mut watcher = server.sse("channels=project:ws", &bob).await;
+    watcher.subscription().await;
+    let mut ws = common::ws::Ws::connect(&server, &alice).await;
+    ws.expect().await;
+    ws.ok(json!({"type": "subscribe", "channels": ["project:ws"]}))
+        .await;
+    assert_eq!(
+        next_named(&mut watcher, "user.connected").await["channel"],
+        "project:ws"
+    );
+    ws.ok(json!({"type": "unsubscribe", "channels": ["project:ws"]}))
+        .await;
+    assert_eq!(
+        next_named(&mut watcher, "user.disconnected").await["channel"],
+        "project:ws"
+    );
+
+    let carol = token_with("carol", json!({"channels": ["project:*"]}));
+    let res = server
+        .get("/realtime/poll?channels=project:polled&timeout=0", &carol)
+        .await;
+    assert_eq!(res.status(), 200);
+    let view: Value = server
+        .get("/realtime/presence?resource=project&id=polled", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = view["active_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["carol"], "{view}");
 }
 
 async fn connecting_is_announced_on_the_channels_the_user_reads(backend: Backend) {
@@ -584,6 +747,9 @@ on_both_backends!(
     viewing_appears_on_the_resource_channel_and_in_active_users,
     typing_coalesces_and_ends_by_itself,
     an_explicit_stop_ends_typing_at_once,
+    typing_without_a_field_is_the_whole_resource,
+    entering_and_leaving_a_room_is_announced_once_per_user,
+    subscriptions_and_polls_move_users_between_rooms,
     connecting_is_announced_on_the_channels_the_user_reads,
     another_tenant_sees_nothing,
     a_dead_nodes_users_go_offline_after_the_ttl,

@@ -206,44 +206,45 @@ async fn broadcast_refuses_non_service_tokens(backend: Backend) {
     );
 }
 
-// `channels: [...]` appends one event per channel, with consecutive ids in
-// the order the channels were named.
-async fn multi_channel_publish_appends_one_event_per_channel_in_order(backend: Backend) {
+// `channels: [...]` appends one event with one id, visible on each of its
+// channels: a reader of several of them gets it once; its envelope lists
+// every channel, `channel` being the first.
+async fn multi_channel_publish_appends_one_event_on_every_channel(backend: Backend) {
     let server = Server::start(&backend).await;
     let res = server
-        .post("/realtime/broadcast", &service_token(), &json!({"channels": ["task:3", "task:1", "task:2"], "event": "task.updated", "data": {"k": 1}}))
+        .post("/realtime/broadcast", &service_token(), &json!({"channels": ["task:3", "task:1", "task:2", "task:1"], "event": "task.updated", "data": {"k": 1}}))
         .await;
     let (status, receipt) = answer(res).await;
     assert_eq!(status, 202, "{receipt}");
-    let ids: Vec<u64> = receipt["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert_eq!(ids.len(), 3);
-    assert_eq!(
-        ids,
-        vec![ids[0], ids[0] + 1, ids[0] + 2],
-        "ids are consecutive"
-    );
-    assert_eq!(receipt["id"], ids[2], "id is the highest appended");
+    let id = receipt["id"].as_u64().unwrap();
+    assert_eq!(receipt["ids"], json!([id]), "one event");
 
     let events = poll_all(&server, &service_token(), "task:1,task:2,task:3").await;
-    assert_eq!(ids_of(&events), ids);
-    let channels: Vec<&str> = events
-        .iter()
-        .map(|e| e["channel"].as_str().unwrap())
-        .collect();
-    assert_eq!(channels, ["task:3", "task:1", "task:2"]);
-    assert!(
-        events
-            .iter()
-            .all(|e| e["data"] == json!({"k": 1}) && e["event"] == "task.updated")
+    assert_eq!(ids_of(&events), vec![id], "once for a reader of all three");
+    let event = &events[0];
+    assert_eq!(event["channel"], "task:3");
+    assert_eq!(
+        event["channels"],
+        json!(["task:3", "task:1", "task:2"]),
+        "named twice, listed once"
     );
+    assert_eq!(
+        (event["event"].clone(), event["data"].clone()),
+        (json!("task.updated"), json!({"k": 1}))
+    );
+    for one in ["task:1", "task:2", "task:3"] {
+        let got = poll_all(&server, &service_token(), one).await;
+        assert_eq!(got, events, "{one} sees the same event");
+    }
+    // A single-channel event lists no `channels`.
+    let single = server.broadcast("task:1", "solo", json!(null)).await;
+    let got = poll_all(&server, &service_token(), "task:1").await;
+    let solo = got.iter().find(|e| e["id"] == single).unwrap();
+    assert!(solo.get("channels").is_none(), "{solo}");
 }
 
-// `events: [...]` is one atomic append: ids consecutive, in batch order.
+// `events: [...]` is one atomic append: ids consecutive, in batch order
+// (an item on several channels is one event).
 async fn batch_is_appended_with_consecutive_ids(backend: Backend) {
     let server = Server::start(&backend).await;
     let body = json!({"events": [
@@ -263,8 +264,8 @@ async fn batch_is_appended_with_consecutive_ids(backend: Backend) {
         .map(|v| v.as_u64().unwrap())
         .collect();
     let first = ids[0];
-    assert_eq!(ids, vec![first, first + 1, first + 2, first + 3]);
-    assert_eq!(receipt["id"], first + 3);
+    assert_eq!(ids, vec![first, first + 1, first + 2], "one id per event");
+    assert_eq!(receipt["id"], first + 2);
 
     let events = poll_all(&server, &service_token(), "task:1,task:2,task:3").await;
     assert_eq!(ids_of(&events), ids);
@@ -282,8 +283,8 @@ async fn batch_is_appended_with_consecutive_ids(backend: Backend) {
         shape,
         vec![
             ("task:1".into(), "a".into(), json!(1)),
+            // One event on task:2 and task:3, read once.
             ("task:2".into(), "b".into(), json!(2)),
-            ("task:3".into(), "b".into(), json!(2)),
             // `data` defaults to null.
             ("task:1".into(), "c".into(), Value::Null),
         ]
@@ -639,6 +640,23 @@ async fn activity_returns_events_since_a_time(backend: Backend) {
         )
         .await;
     assert_eq!(answer(res).await.1, json!({"events": []}));
+
+    // The same as milliseconds since the epoch.
+    for (since, want) in [(at, vec![id]), (at + 1, vec![])] {
+        let res = server
+            .get(
+                &format!("/realtime/activity?since={since}&channels=system"),
+                &alice,
+            )
+            .await;
+        let (status, body) = answer(res).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            ids_of(body["events"].as_array().unwrap()),
+            want,
+            "since={since}"
+        );
+    }
 
     let later = rfc3339(chrono::Utc::now().timestamp_millis() + 3_600_000);
     let res = server
@@ -1000,7 +1018,7 @@ on_both_backends!(
     client_without_publish_right_is_denied_and_nothing_is_appended,
     conversation_member_may_publish_to_the_conversation,
     broadcast_refuses_non_service_tokens,
-    multi_channel_publish_appends_one_event_per_channel_in_order,
+    multi_channel_publish_appends_one_event_on_every_channel,
     batch_is_appended_with_consecutive_ids,
     batch_with_one_bad_channel_appends_nothing,
     idempotent_retry_returns_the_first_answer_and_appends_nothing,

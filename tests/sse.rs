@@ -181,9 +181,17 @@ async fn stream_opens_with_retry_then_subscription_including_own_user_channel(ba
         .expect("subscription frame");
     assert_eq!(sub.id, None, "control messages have no id");
     assert_eq!(sub.event, None);
-    // user:{sub} is added last, unrequested.
+    // user:{sub} is added last, unrequested; the connection id is what an
+    // `exclude_self` publish names.
+    let mut sub = sub.json();
+    let connection = sub
+        .as_object_mut()
+        .unwrap()
+        .remove("connection_id")
+        .expect("the opening subscription names the connection");
+    assert!(connection.as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(
-        sub.json(),
+        sub,
         json!({"type": "subscription", "status": "success", "channels": ["feed:updates", "system", "user:alice"], "errors": []})
     );
 }
@@ -251,7 +259,7 @@ async fn notifications_alias_receives_events_on_own_user_channel(backend: Backen
         "notifications resolves to user:alice"
     );
     let id = server
-        .broadcast("user:alice", "notification", json!({"text": "hi"}))
+        .broadcast("user:alice", "notification", json!({"title": "hi"}))
         .await;
     let event = stream.next_event(WAIT).await;
     assert_eq!(event["id"], id);
@@ -366,7 +374,8 @@ async fn unreadable_channels_are_listed_in_subscription_errors(backend: Backend)
     let mut stream = server
         .sse("channels=task:1,project:2,system,user:bob", &alice)
         .await;
-    let sub = stream.subscription().await;
+    let mut sub = stream.subscription().await;
+    sub.as_object_mut().unwrap().remove("connection_id");
     assert_eq!(
         sub,
         json!({"type": "subscription", "status": "success",

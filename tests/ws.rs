@@ -6,72 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::Ws;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Ws {
-    socket: Socket,
-}
-
-impl Ws {
-    async fn connect(server: &Server, token: &str) -> Ws {
-        Self::try_connect(server, &format!("/realtime/connect?token={token}"))
-            .await
-            .expect("handshake")
-    }
-
-    async fn try_connect(server: &Server, path: &str) -> Result<Ws, tungstenite::Error> {
-        let url = format!("{}{}", server.base.replacen("http://", "ws://", 1), path);
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Ws { socket })
-    }
-
-    async fn send(&mut self, value: Value) {
-        self.socket
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .expect("send");
-    }
-
-    /// The next JSON message, skipping server pings; `None` once closed.
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
-                .await
-                .expect("a message within 10 s");
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).expect("JSON text frame");
-                    if value["type"] == "ping" {
-                        continue;
-                    }
-                    return Some(value);
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-
-    async fn expect(&mut self) -> Value {
-        self.next().await.expect("socket still open")
-    }
-
-    /// The next event envelope, skipping control messages.
-    async fn next_event(&mut self) -> Value {
-        loop {
-            let message = self.expect().await;
-            if message["type"] == "event" {
-                return message;
-            }
-        }
-    }
-}
 
 async fn handshake_status(server: &Server, path: &str) -> u16 {
     match Ws::try_connect(server, path).await {
@@ -514,6 +453,19 @@ async fn edit_messages_are_acked_and_seen_by_sse_and_poll(backend: Backend) {
     )
     .await;
     assert_eq!(ws.expect().await["code"], "invalid_operation");
+    // A backend sets another field's content (no session is live on it).
+    let mut service = Ws::connect(&server, &service_token()).await;
+    service.expect().await;
+    let set = service
+        .ok(
+            json!({"type": "edit", "action": "set", "data": {"resource_type": "task",
+                   "resource_id": "5", "field": "summary", "content": "Seeded by the app"}}),
+        )
+        .await;
+    assert_eq!(
+        (set["content"].as_str(), set["revision"].as_u64()),
+        (Some("Seeded by the app"), Some(0))
+    );
 }
 
 async fn frames_are_limited_to_100_a_second_per_connection(backend: Backend) {
@@ -566,7 +518,34 @@ async fn frames_are_limited_to_100_a_second_per_connection(backend: Backend) {
     );
 }
 
+/// Events of the user's own channel published while the socket was down
+/// are replayed by the first subscription's cursor, in one id order with
+/// the rest.
+async fn the_first_subscription_replays_the_users_own_channel(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let seen = server.broadcast("user:alice", "seen", json!(1)).await;
+    let missed = server.broadcast("user:alice", "missed", json!(2)).await;
+    let system = server.broadcast("system", "news", json!(3)).await;
+    let later = server.broadcast("user:alice", "later", json!(4)).await;
+    let mut ws = Ws::connect(&server, &token("alice")).await;
+    ws.expect().await;
+    ws.send(json!({"type": "subscribe", "channels": ["system"], "last_event_id": seen}))
+        .await;
+    let subscription = ws.expect().await;
+    assert_eq!(subscription["channels"], json!(["user:alice", "system"]));
+    let ids: Vec<u64> = [
+        ws.next_event().await,
+        ws.next_event().await,
+        ws.next_event().await,
+    ]
+    .iter()
+    .map(|e| e["id"].as_u64().unwrap())
+    .collect();
+    assert_eq!(ids, [missed, system, later]);
+}
+
 on_both_backends!(
+    the_first_subscription_replays_the_users_own_channel,
     bad_or_missing_tokens_are_refused_at_the_handshake,
     the_first_message_is_connected_with_a_connection_id,
     subscribe_receive_and_unsubscribe,

@@ -122,6 +122,8 @@ pub struct CpuUse {
     pub client_pct: f64,
     /// Sum over the server processes; None when no pid was given or readable.
     pub server_pct: Option<f64>,
+    /// The same, as CPU time over the window.
+    pub server_time: Option<Duration>,
     /// Time the client's threads waited for a CPU, % of the window.
     pub client_wait_pct: Option<f64>,
     /// Time the server's threads waited for a CPU, % of the window.
@@ -176,6 +178,7 @@ impl CpuMeter {
             client_pct,
             others_pct: others.map(pct),
             server_pct: server.map(pct),
+            server_time: server,
             client_wait_pct: client_wait.map(pct),
             server_wait_pct: server_wait.map(pct),
         }

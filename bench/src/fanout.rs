@@ -4,6 +4,13 @@
 //! (not received by the end of the drain) and duplicated, and CPU.
 //! `--capacity` steps R up by a factor until a step loses events or its p99
 //! reaches the limit; the answer is the last passing R, as deliveries/s R × N.
+//! `--group` (Switchyard) makes the N subscribers the members of one group
+//! conversation, each reading its inbox, and each event a message sent by
+//! one of them in turn: the scenario `messages` (send → receive latency).
+//! `--transport` reads over SSE (the default) or a Switchyard WebSocket in
+//! JSON or protobuf frames; every step also reports the bytes read per
+//! delivered event and the server's CPU per delivered event (from the
+//! first publish to the end of the drain).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,16 +26,71 @@ use crate::clock::{CpuMeter, CpuUse};
 use crate::conn::nofile_limit;
 use crate::publisher::Publisher;
 use crate::report::{Outcome, describe, percentiles};
-use crate::sse::{MAX_US, Opened, SubConfig, open_all};
-use crate::target::Target;
+use crate::sse::{MAX_US, Opened, Spawn, SubConfig, open_all, spawn_sse};
+use crate::target::{Kind, Target};
+use crate::ws::Framing;
+
+/// How subscribers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Sse,
+    /// Switchyard's WebSocket, JSON text frames (switchyard.v1.json).
+    WsJson,
+    /// Switchyard's WebSocket, protobuf binary frames (switchyard.v1.protobuf).
+    WsProtobuf,
+}
+
+impl Transport {
+    fn spawn(self) -> Spawn {
+        fn json(
+            i: usize,
+            cfg: Arc<SubConfig>,
+            stats: crate::sse::Shared,
+            ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+        ) -> tokio::task::JoinHandle<()> {
+            tokio::spawn(crate::ws::subscribe(i, Framing::Json, cfg, stats, ready))
+        }
+        fn protobuf(
+            i: usize,
+            cfg: Arc<SubConfig>,
+            stats: crate::sse::Shared,
+            ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+        ) -> tokio::task::JoinHandle<()> {
+            tokio::spawn(crate::ws::subscribe(
+                i,
+                Framing::Protobuf,
+                cfg,
+                stats,
+                ready,
+            ))
+        }
+        match self {
+            Transport::Sse => spawn_sse,
+            Transport::WsJson => json,
+            Transport::WsProtobuf => protobuf,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WsJson => "ws-json",
+            Transport::WsProtobuf => "ws-protobuf",
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
-    /// SSE subscribers (N).
+    /// Subscribers (N).
     #[arg(long, short = 'n', default_value_t = 1000)]
     subscribers: usize,
+    /// How subscribers read: SSE, or Switchyard's WebSocket in JSON or
+    /// protobuf frames.
+    #[arg(long, value_enum, default_value = "sse")]
+    transport: Transport,
     /// Events per second (R); with --capacity, see --start-rate.
     #[arg(long, short = 'r', default_value_t = 50.0)]
     rate: f64,
@@ -79,6 +141,14 @@ pub struct FanoutArgs {
     /// How many disturbed steps one --capacity run re-runs at most.
     #[arg(long, default_value_t = 4)]
     disturbed_retries: u32,
+    /// Subscribers are the members of one group conversation (at most 256)
+    /// reading their inbox; events are messages they send in turn.
+    #[arg(long)]
+    group: bool,
+    /// Scenario name in the results (default `fanout`, or `messages` with
+    /// --group), to keep a run of another shape apart in summaries.
+    #[arg(long)]
+    scenario: Option<String>,
 }
 
 struct Ctx {
@@ -100,6 +170,11 @@ struct Step {
     reordered: u64,
     reconnects: u64,
     sub_errors: u64,
+    /// Bytes subscribers read over the step (events, control messages and
+    /// framing).
+    bytes: u64,
+    /// Server CPU from the first publish to the end of the drain.
+    server_time: Option<Duration>,
     latency: Histogram<u64>,
     pub_lag: Histogram<u64>,
     pub_latency: Histogram<u64>,
@@ -118,9 +193,19 @@ impl Step {
         self.latency.value_at_quantile(0.99) as f64 / 1000.0
     }
 
+    fn bytes_per_event(&self) -> f64 {
+        self.bytes as f64 / self.delivered.max(1) as f64
+    }
+
+    /// Server CPU per delivered event, µs.
+    fn server_us_per_delivery(&self) -> Option<f64> {
+        self.server_time
+            .map(|t| t.as_secs_f64() * 1e6 / self.delivered.max(1) as f64)
+    }
+
     fn print(&self, name: &str) {
         println!(
-            "{name}: {:.1} events/s x {} subscribers -> {:.0} deliveries/s; lost {}, duplicated {}, reordered {}, reconnects {}, stream errors {}, failed publishes {}\n  latency {}\n  publisher: lag behind schedule p99 {:.2} ms, request p99 {:.2} ms; drained in {:.2}s\n  {}",
+            "{name}: {:.1} events/s x {} subscribers -> {:.0} deliveries/s; lost {}, duplicated {}, reordered {}, reconnects {}, stream errors {}, failed publishes {}\n  latency {}\n  publisher: lag behind schedule p99 {:.2} ms, request p99 {:.2} ms; drained in {:.2}s\n  {:.1} bytes read per event; server CPU {} per delivered event\n  {}",
             self.rate,
             self.subscribers,
             self.deliveries_per_s(),
@@ -134,6 +219,9 @@ impl Step {
             self.pub_lag.value_at_quantile(0.99) as f64 / 1000.0,
             self.pub_latency.value_at_quantile(0.99) as f64 / 1000.0,
             self.drained_in.as_secs_f64(),
+            self.bytes_per_event(),
+            self.server_us_per_delivery()
+                .map_or("unknown".into(), |us| format!("{us:.2} µs")),
             self.cpu.describe()
         );
         if let Some(e) = &self.last_error {
@@ -152,6 +240,16 @@ impl Step {
         put("reconnects", json!(self.reconnects));
         put("failed_publishes", json!(self.failed_publishes));
         put(
+            "bytes_per_event",
+            json!((self.bytes_per_event() * 10.0).round() / 10.0),
+        );
+        if let Some(us) = self.server_us_per_delivery() {
+            put(
+                "server_us_per_delivery",
+                json!((us * 1000.0).round() / 1000.0),
+            );
+        }
+        put(
             "publish_p99_ms",
             json!(self.pub_latency.value_at_quantile(0.99) as f64 / 1000.0),
         );
@@ -163,13 +261,14 @@ impl Step {
 async fn run_step(ctx: &mut Ctx, step: u32, rate: f64, duration: f64) -> Step {
     let count = (rate * duration).round().max(1.0) as u64;
     let totals = |ctx: &Ctx| {
-        ctx.subs.stats.iter().fold((0, 0, 0, 0), |acc, s| {
+        ctx.subs.stats.iter().fold((0, 0, 0, 0, 0), |acc, s| {
             let s = s.lock().expect("stats lock");
             (
                 acc.0 + s.dups,
                 acc.1 + s.reordered,
                 acc.2 + s.reconnects,
                 acc.3 + s.errors,
+                acc.4 + s.bytes,
             )
         })
     };
@@ -199,6 +298,7 @@ async fn run_step(ctx: &mut Ctx, step: u32, rate: f64, duration: f64) -> Step {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let drained_in = drain_start.elapsed();
+    let server_time = meter.stop().server_time;
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, MAX_US, ctx.sigfig).expect("valid bounds");
     let mut last_error = pub_stats.last_error.clone();
@@ -223,6 +323,8 @@ async fn run_step(ctx: &mut Ctx, step: u32, rate: f64, duration: f64) -> Step {
         reordered: after.1 - before.1,
         reconnects: after.2 - before.2,
         sub_errors: after.3 - before.3,
+        bytes: after.4 - before.4,
+        server_time,
         latency,
         pub_lag: pub_stats.lag,
         pub_latency: pub_stats.latency,
@@ -233,7 +335,20 @@ async fn run_step(ctx: &mut Ctx, step: u32, rate: f64, duration: f64) -> Step {
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    let target = Arc::new(Target::new(&args.common)?);
+    let mut target = Target::new(&args.common)?;
+    if args.transport != Transport::Sse && target.kind != Kind::Switchyard {
+        bail!(
+            "--transport {} reads Switchyard's WebSocket: use --target switchyard",
+            args.transport.name()
+        );
+    }
+    if args.group {
+        if args.subscribers > 256 {
+            bail!("a group has at most 256 members");
+        }
+        target.open_group(args.subscribers).await?;
+    }
+    let target = Arc::new(target);
     let limit = nofile_limit() as usize;
     if args.subscribers + args.publish_connections + 32 > limit {
         bail!(
@@ -252,13 +367,24 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         source_addrs: args.common.source_addrs,
     });
     eprintln!(
-        "fanout: {} ({} node(s)) channel {}, {} subscribers",
+        "fanout: {} ({} node(s)) {}, {} {} subscribers",
         target.kind,
         target.endpoints.len(),
-        target.channel,
-        args.subscribers
+        if args.group {
+            "a group conversation, read from the members' inboxes".to_string()
+        } else {
+            format!("channel {}", target.channel)
+        },
+        args.subscribers,
+        args.transport.name()
     );
-    let subs = open_all(cfg, args.subscribers, args.common.connect_concurrency).await;
+    let subs = open_all(
+        cfg,
+        args.subscribers,
+        args.common.connect_concurrency,
+        args.transport.spawn(),
+    )
+    .await;
     if subs.failed > 0 {
         subs.close();
         bail!(
@@ -311,10 +437,14 @@ async fn fixed(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
     let valid = s.cpu.valid();
     Outcome {
         common: &args.common,
-        scenario: "fanout",
+        scenario: args.scenario.as_deref().unwrap_or(if args.group {
+            "messages"
+        } else {
+            "fanout"
+        }),
         primary: "p99_ms",
         higher_is_better: false,
-        params: json!({"subscribers": args.subscribers, "rate": args.rate, "duration_s": args.duration}),
+        params: json!({"subscribers": args.subscribers, "rate": args.rate, "duration_s": args.duration, "transport": args.transport.name(), "group": args.group}),
         metrics: m,
         valid,
         notes: s.last_error.into_iter().collect(),
@@ -417,10 +547,10 @@ async fn capacity(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
     m.insert("steps".into(), json!(steps.len()));
     Outcome {
         common: &args.common,
-        scenario: "fanout-capacity",
+        scenario: if args.group { "messages-capacity" } else { "fanout-capacity" },
         primary: "capacity_deliveries_per_s",
         higher_is_better: true,
-        params: json!({"subscribers": n, "start_rate": args.start_rate, "step_factor": args.step_factor, "step_s": args.duration, "p99_limit_ms": args.p99_limit_ms, "steps": steps}),
+        params: json!({"subscribers": n, "transport": args.transport.name(), "start_rate": args.start_rate, "step_factor": args.step_factor, "step_s": args.duration, "p99_limit_ms": args.p99_limit_ms, "steps": steps}),
         metrics: m,
         valid: !client_bound && best.as_ref().is_some_and(|b| b.cpu.valid()),
         notes,

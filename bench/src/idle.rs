@@ -15,7 +15,7 @@ use crate::clock::pid_rss;
 use crate::conn::nofile_limit;
 use crate::publisher::Publisher;
 use crate::report::{Outcome, describe, percentiles};
-use crate::sse::{MAX_US, SubConfig, open_all};
+use crate::sse::{MAX_US, SubConfig, open_all, spawn_sse};
 use crate::target::Target;
 
 #[derive(Args, Debug)]
@@ -98,7 +98,13 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         "idle: {} on {}, {} streams",
         target.kind, target.channel, args.streams
     );
-    let subs = open_all(cfg, args.streams, args.common.connect_concurrency).await;
+    let subs = open_all(
+        cfg,
+        args.streams,
+        args.common.connect_concurrency,
+        spawn_sse,
+    )
+    .await;
     let opened = args.streams - subs.failed;
     eprintln!(
         "  {opened} of {} open in {:.2}s{}",

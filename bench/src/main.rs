@@ -5,7 +5,11 @@
 //!
 //! - `fanout`: N SSE subscribers on one channel, an open-loop publisher at R
 //!   events/s; publish→receive latency in HDR histograms, loss and duplicates
-//!   by sequence number. `--capacity` steps R up until loss or p99 ≥ 100 ms.
+//!   by sequence number, bytes and server CPU per delivered event.
+//!   `--capacity` steps R up until loss or p99 ≥ 100 ms. `--transport
+//!   ws-json|ws-protobuf` reads over Switchyard's WebSocket instead.
+//!   `--group`: the subscribers are a group conversation's members and the
+//!   events messages they send (scenario `messages`, Switchyard only).
 //! - `idle`: N idle SSE streams; the server's RSS per stream, then one
 //!   broadcast that every stream must receive.
 //! - `longpoll`: C keep-alive connections polling back to back with an event
@@ -31,6 +35,7 @@ mod publisher;
 mod report;
 mod sse;
 mod target;
+mod ws;
 
 use std::path::PathBuf;
 
@@ -48,7 +53,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// N SSE subscribers on one channel, open-loop publisher at R events/s.
+    /// N subscribers (SSE or WebSocket) on one channel, open-loop publisher at R events/s.
     Fanout(fanout::FanoutArgs),
     /// N idle SSE streams: server RSS per stream, then one broadcast to all.
     Idle(idle::IdleArgs),

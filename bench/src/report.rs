@@ -111,7 +111,7 @@ fn main_columns(scenario: &str) -> Option<&'static [&'static str]> {
             "failed_client_cpu_pct",
             "failed_others_cpu_pct",
         ],
-        "fanout" => &[
+        "fanout" | "messages" | "messages-broadcast" => &[
             "rate",
             "deliveries_per_s",
             "p50_ms",
@@ -122,6 +122,8 @@ fn main_columns(scenario: &str) -> Option<&'static [&'static str]> {
             "lost",
             "duplicated",
             "publish_p99_ms",
+            "bytes_per_event",
+            "server_us_per_delivery",
             "server_cpu_pct",
             "client_cpu_pct",
             "others_cpu_pct",

@@ -25,6 +25,10 @@ static FRAME_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\
 static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"seq\":"));
 static STEP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"step\":"));
 static T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"t\":"));
+// The same keys inside a JSON string (a conversation message's content).
+static ESC_SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\\"seq\\\":"));
+static ESC_STEP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\\"step\\\":"));
+static ESC_T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\\"t\\\":"));
 static SUBSCRIBED: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"type\":\"subscription\""));
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\":\"error\""));
@@ -55,13 +59,16 @@ pub struct SubStats {
     /// `error` control messages and failed reads.
     pub errors: u64,
     pub resets: u64,
+    /// Bytes read after the response head (SSE: with chunk framing;
+    /// WebSocket: with frame headers): what the events cost on the wire.
+    pub bytes: u64,
     pub last_error: Option<String>,
 }
 
 pub type Shared = Arc<Mutex<SubStats>>;
 
 impl SubStats {
-    fn record(&mut self, seq: u64, step: u32, latency_us: u64, sigfig: u8) {
+    pub fn record(&mut self, seq: u64, step: u32, latency_us: u64, sigfig: u8) {
         let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
         if word >= self.seen.len() {
             self.seen.resize(word + 1, 0);
@@ -227,6 +234,7 @@ async fn session(
     let mut dechunk = head.chunked.then(Dechunker::default);
     body.clear();
     let (mut start, mut end) = (head.len, filled);
+    stats.lock().expect("stats lock").bytes += (end - start) as u64;
     loop {
         let now = clock::now_ns();
         match &mut dechunk {
@@ -245,6 +253,7 @@ async fn session(
         if end == 0 {
             return Ok(());
         }
+        stats.lock().expect("stats lock").bytes += end as u64;
     }
 }
 
@@ -266,9 +275,27 @@ impl Opened {
     }
 }
 
-/// Opens `n` subscribers, at most `concurrency` handshakes at a time, and
-/// waits until each is open or gave up.
-pub async fn open_all(cfg: Arc<SubConfig>, n: usize, concurrency: usize) -> Opened {
+/// Starts subscriber `i`: [`subscribe`], or another transport's.
+pub type Spawn = fn(
+    usize,
+    Arc<SubConfig>,
+    Shared,
+    oneshot::Sender<anyhow::Result<()>>,
+) -> tokio::task::JoinHandle<()>;
+
+/// An SSE subscriber, for [`open_all`].
+pub fn spawn_sse(
+    i: usize,
+    cfg: Arc<SubConfig>,
+    stats: Shared,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(subscribe(i, cfg, stats, ready))
+}
+
+/// Opens `n` subscribers with `spawn`, at most `concurrency` handshakes at
+/// a time, and waits until each is open or gave up.
+pub async fn open_all(cfg: Arc<SubConfig>, n: usize, concurrency: usize, spawn: Spawn) -> Opened {
     let started = std::time::Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut stats = Vec::with_capacity(n);
@@ -279,7 +306,7 @@ pub async fn open_all(cfg: Arc<SubConfig>, n: usize, concurrency: usize) -> Open
         let (tx, rx) = oneshot::channel();
         let s: Shared = Default::default();
         stats.push(s.clone());
-        tasks.push(tokio::spawn(subscribe(i, cfg.clone(), s, tx)));
+        tasks.push(spawn(i, cfg.clone(), s, tx));
         waits.push(tokio::spawn(async move {
             let result = rx.await;
             drop(permit);
@@ -328,12 +355,18 @@ fn frames(
             last_id.set(id);
         }
         let s = guard.get_or_insert_with(|| stats.lock().expect("stats lock"));
-        if let Some(at) = SEQ.find(frame) {
+        let keys = match SEQ.find(frame) {
+            Some(at) => Some((at, [&*SEQ, &*STEP, &*T])),
+            None => ESC_SEQ
+                .find(frame)
+                .map(|at| (at, [&*ESC_SEQ, &*ESC_STEP, &*ESC_T])),
+        };
+        if let Some((at, [seq, step, t])) = keys {
             let rest = &frame[at..];
             let (Some(seq), Some(step), Some(t)) = (
-                number_after(rest, &SEQ),
-                number_after(rest, &STEP),
-                number_after(rest, &T),
+                number_after(rest, seq),
+                number_after(rest, step),
+                number_after(rest, t),
             ) else {
                 continue;
             };
@@ -366,7 +399,7 @@ fn id_line(frame: &[u8]) -> Option<&[u8]> {
 }
 
 /// The unsigned integer after `key` in `text`.
-fn number_after(text: &[u8], key: &Finder) -> Option<u64> {
+pub fn number_after(text: &[u8], key: &Finder) -> Option<u64> {
     let start = key.find(text)? + key.needle().len();
     let mut value: u64 = 0;
     let mut digits = 0;
@@ -406,5 +439,17 @@ id: 1700000000:0\ndata: {\"seq\":3,\"step\":1,\"t\":1000000}\n\nid: 9\ndata: {\"
         let h = s.take_hist(1).unwrap();
         assert_eq!(h.len(), 1);
         assert!((1990..=2010).contains(&h.max()));
+    }
+
+    #[test]
+    fn reads_a_message_whose_content_carries_the_keys() {
+        let stats: Shared = Default::default();
+        let (mut last, mut ready) = (LastId::default(), None);
+        let body = b"id: 12\ndata: {\"type\":\"event\",\"id\":12,\"event\":\"message.created\",\"data\":{\"content\":\"{\\\"seq\\\":5,\\\"step\\\":1,\\\"t\\\":1000000}\"}}\n\n";
+        let used = frames(body, 2_000_000, 3, &stats, &mut last, &mut ready);
+        assert_eq!(used, body.len());
+        let s = stats.lock().unwrap();
+        assert!(s.seen(5));
+        assert_eq!(s.unique, 1);
     }
 }

@@ -54,6 +54,17 @@ pub struct Target {
     pub channel: String,
     secret: String,
     service_token: String,
+    /// Set by [`Target::open_group`]: publishes are messages of a group
+    /// conversation instead of broadcasts.
+    group: Option<Group>,
+}
+
+/// A group conversation whose members send the run's messages in turn.
+struct Group {
+    id: String,
+    /// One token per member, in member order.
+    senders: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
@@ -110,6 +121,7 @@ impl Target {
             secret: common.secret.clone(),
             service_token: String::new(),
             cross_node: common.cross_node && common.urls.len() > 1,
+            group: None,
         };
         this.service_token = this.token(r#""sub":"bench","role":"service""#)?;
         Ok(this)
@@ -135,6 +147,43 @@ impl Target {
         self.token(&format!(r#""sub":{sub},"channels":[{channels}]"#))
     }
 
+    /// Creates a group conversation of `members` users named like the
+    /// subscribers (`bench-{i}`), with a service token. From then on every
+    /// publish is a message of it, sent by its members in turn, and every
+    /// subscriber reads its inbox (a stream naming no channel), as a chat
+    /// client does. Switchyard only.
+    pub async fn open_group(&mut self, members: usize) -> anyhow::Result<()> {
+        if self.kind != Kind::Switchyard {
+            bail!("only Switchyard keeps conversations");
+        }
+        let names: Vec<String> = (0..members).map(|i| format!("bench-{i}")).collect();
+        let url = format!("http://{}/realtime/conversations", self.endpoints[0].host);
+        let opened: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&self.service_token)
+            .json(&serde_json::json!({"type": "group", "title": "bench", "members": names}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = opened["id"]
+            .as_str()
+            .context("conversation id")?
+            .to_string();
+        let senders = names
+            .iter()
+            .map(|name| self.token(&format!("\"sub\":\"{name}\"")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.channel = String::new();
+        self.group = Some(Group {
+            id,
+            senders,
+            next: Default::default(),
+        });
+        Ok(())
+    }
+
     /// The endpoint subscriber `i` uses (round-robin over nodes).
     pub fn endpoint(&self, i: usize) -> &Endpoint {
         if self.cross_node {
@@ -143,13 +192,18 @@ impl Target {
         &self.endpoints[i % self.endpoints.len()]
     }
 
+    /// Subscriber `i`'s token (Switchyard).
+    pub fn subscriber_token(&self, i: usize) -> anyhow::Result<String> {
+        self.token(&format!("\"sub\":\"bench-{i}\""))
+    }
+
     /// `GET` opening an SSE stream for subscriber `i`, resuming after `last_id`.
     pub fn sse_request(&self, i: usize, last_id: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
         let ep = self.endpoint(i);
         let mut req = Vec::with_capacity(512);
         match self.kind {
             Kind::Switchyard => {
-                let token = self.token(&format!("\"sub\":\"bench-{i}\""))?;
+                let token = self.subscriber_token(i)?;
                 write!(
                     req,
                     "GET /realtime/sse?channels={} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n",
@@ -197,6 +251,23 @@ impl Target {
     /// Writes a publish of one event with `data` (a JSON value) into `req`.
     pub fn publish_request(&self, ep: &Endpoint, data: &[u8], req: &mut Vec<u8>) {
         req.clear();
+        if let Some(group) = &self.group {
+            // The data travels as the message's content: a JSON string.
+            let content = serde_json::to_string(&String::from_utf8_lossy(data)).unwrap_or_default();
+            let body = format!("{{\"content\":{content}}}");
+            let turn = group
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = write!(
+                req,
+                "POST /realtime/conversations/{}/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                group.id,
+                ep.host,
+                group.senders[turn % group.senders.len()],
+                body.len()
+            );
+            return;
+        }
         match self.kind {
             Kind::Switchyard => {
                 let prefix = format!(

@@ -1,25 +1,23 @@
 //! Collaborative editing over HTTP (PROTOCOL §8): a thin adapter from axum
-//! to [`crate::edit::Editing`], which holds every rule. Bodies are the
-//! [`crate::edit::api`] types as they are; ids come from the path. Each
-//! route spends its §12 rate (`edit_operations` for operations, client
-//! actions for start, save and locks) and answers with `X-RateLimit-*`.
+//! to the core's editing commands ([`switchyard_core::Realtime`]), which
+//! hold every rule and spend the §12 rates. Bodies are the
+//! `switchyard_core::edit::api` types as they are; ids come from the path.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-
-use super::extract::{Auth, Json, Path, Query, check_user_id};
-use super::{AppState, with_rate_headers};
-use crate::edit::api::{
-    DocumentRequest, LockRequest, RenewLockRequest, StartSessionRequest, SubmitOperationRequest,
+use switchyard_core::edit::api::{
+    DocumentRequest, LockRequest, RenewLockRequest, SetContentRequest, StartSessionRequest,
+    SubmitOperationRequest,
 };
-use crate::error::ApiError;
-use crate::limits::Rate;
+
+use super::error::ApiError;
+use super::extract::{Auth, Json, OptionalJson, Path, Query};
+use super::respond::with_rate_headers;
+use super::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -30,33 +28,10 @@ pub fn router() -> Router<AppState> {
             post(submit_operation),
         )
         .route("/realtime/edit/sessions/{session_id}/save", post(save))
-        .route("/realtime/edit/documents", get(document))
+        .route("/realtime/edit/documents", get(document).put(set_content))
         .route("/realtime/edit/locks", post(lock))
         .route("/realtime/edit/locks/{lock_id}", delete(unlock))
         .route("/realtime/edit/locks/{lock_id}/renew", post(renew_lock))
-}
-
-/// A JSON body that may be left out entirely (no bytes): then `T::default()`.
-struct OptionalJson<T>(T);
-
-impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
-            let Json(body) = Json::<T>::from_request(req, state).await?;
-            return Ok(Self(body));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::invalid_message(format!("Unreadable body: {}", e.body_text()))
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        Err(ApiError::invalid_message(
-            "Send the body as JSON with 'Content-Type: application/json'",
-        ))
-    }
 }
 
 async fn start_session(
@@ -64,11 +39,10 @@ async fn start_session(
     Auth(who): Auth,
     Json(body): Json<StartSessionRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.editing.start_session(&who, body).await?;
+    let answer = app.realtime.start_session(&who, body).await?;
     Ok(with_rate_headers(
-        (StatusCode::CREATED, axum::Json(answer)).into_response(),
-        rate,
+        (StatusCode::CREATED, axum::Json(answer.value)).into_response(),
+        answer.rate,
     ))
 }
 
@@ -78,13 +52,14 @@ async fn submit_operation(
     Path(session_id): Path<String>,
     Json(body): Json<SubmitOperationRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::EditOperation)?;
-    app.presence.acted(&who).await?;
     let answer = app
-        .editing
+        .realtime
         .submit_operation(&who, &session_id, body)
         .await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    Ok(with_rate_headers(
+        axum::Json(answer.value).into_response(),
+        answer.rate,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -98,9 +73,22 @@ async fn document(
     Query(legacy): Query<LegacyUserId>,
     Query(query): Query<DocumentRequest>,
 ) -> Result<Response, ApiError> {
-    check_user_id(&who, legacy.user_id.as_deref())?;
-    let answer = app.editing.document(&who, &query).await?;
+    who.check_named_user(legacy.user_id.as_deref())?;
+    let answer = app.realtime.document(&who, &query).await?;
     Ok(axum::Json(answer).into_response())
+}
+
+async fn set_content(
+    State(app): State<AppState>,
+    Auth(who): Auth,
+    Query(query): Query<DocumentRequest>,
+    Json(body): Json<SetContentRequest>,
+) -> Result<Response, ApiError> {
+    let answer = app.realtime.set_content(&who, &query, body).await?;
+    Ok(with_rate_headers(
+        axum::Json(answer.value).into_response(),
+        answer.rate,
+    ))
 }
 
 async fn save(
@@ -108,9 +96,11 @@ async fn save(
     Auth(who): Auth,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.editing.save(&who, &session_id).await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    let answer = app.realtime.save(&who, &session_id).await?;
+    Ok(with_rate_headers(
+        axum::Json(answer.value).into_response(),
+        answer.rate,
+    ))
 }
 
 async fn leave(
@@ -118,7 +108,7 @@ async fn leave(
     Auth(who): Auth,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.editing.leave(&who, &session_id).await?;
+    app.realtime.leave(&who, &session_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -127,11 +117,10 @@ async fn lock(
     Auth(who): Auth,
     Json(body): Json<LockRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.editing.lock(&who, body).await?;
+    let answer = app.realtime.lock(&who, body).await?;
     Ok(with_rate_headers(
-        (StatusCode::CREATED, axum::Json(answer)).into_response(),
-        rate,
+        (StatusCode::CREATED, axum::Json(answer.value)).into_response(),
+        answer.rate,
     ))
 }
 
@@ -141,9 +130,11 @@ async fn renew_lock(
     Path(lock_id): Path<String>,
     OptionalJson(body): OptionalJson<RenewLockRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.editing.renew_lock(&who, &lock_id, body).await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    let answer = app.realtime.renew_lock(&who, &lock_id, body).await?;
+    Ok(with_rate_headers(
+        axum::Json(answer.value).into_response(),
+        answer.rate,
+    ))
 }
 
 async fn unlock(
@@ -151,10 +142,9 @@ async fn unlock(
     Auth(who): Auth,
     Path(lock_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    app.editing.unlock(&who, &lock_id).await?;
+    let answer = app.realtime.unlock(&who, &lock_id).await?;
     Ok(with_rate_headers(
         StatusCode::NO_CONTENT.into_response(),
-        rate,
+        answer.rate,
     ))
 }

@@ -1,43 +1,53 @@
-//! The HTTP transports: thin adapters from axum to the core.
+//! The HTTP side: thin transports over the core, and the accept loop.
 //!
 //! Each module owns its routes: [`ops`] (health, status, metrics, spec),
-//! [`sse`] and [`poll`] (reading), [`publish`] (writing). Every response
-//! carries `X-Request-Id`; every failure is an [`ApiError`]. [`server`] is
-//! the accept loop; [`stream_socket`] writes SSE responses on raw sockets.
+//! [`sse`] and [`poll`] (reading), [`publish`] (writing), [`presence`],
+//! [`edit`], [`inbox`] (notifications, members, conversations), [`ws`] (the WebSocket), [`assets`] (the browser client and
+//! demo, compiled in). They only turn requests into core
+//! calls and core answers into responses; none calls another. Shared
+//! below them: [`state`], [`error`] (the one [`ApiError`]), [`extract`]
+//! (which refuses cookie-authenticated actions from untrusted sites, see
+//! [`origin`]) and [`respond`]. [`server`] is the accept loop, with
+//! [`connections`] (the count and cap of open connections), [`socket`]
+//! (what hyper reads and writes) and [`tracked`]; [`stream_socket`] writes
+//! SSE responses on raw sockets. This module puts the routes together;
+//! every response carries `X-Request-Id`.
 
+pub mod assets;
+pub mod connections;
 pub mod edit;
+pub mod error;
 pub mod extract;
+pub mod inbox;
 pub mod ops;
+pub mod origin;
 pub mod poll;
 pub mod presence;
 pub mod publish;
+pub mod respond;
 pub mod server;
+pub mod socket;
 pub mod sse;
+pub mod state;
 pub mod stream_socket;
+pub mod tracked;
 pub mod ws;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio_util::sync::CancellationToken;
+use switchyard_core::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
-use crate::auth::Authenticator;
-use crate::channel::Namespaces;
-use crate::error::{ApiError, ErrorCode, REQUEST_ID};
-use crate::limits::{Limits, RateInfo};
-use crate::log::EventLog;
-use crate::metrics::Metrics;
-use crate::presence::Presence;
-
-/// Largest request body (a publish batch).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use crate::config::CorsOrigins;
+use error::{ApiError, REQUEST_ID};
+use extract::MAX_BODY_BYTES;
+use state::AppState;
 
 /// Every route the server answers, as (method, path). `openapi.yaml` must
 /// list exactly these; a test holds both to it.
@@ -67,33 +77,40 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/realtime/edit/sessions/{session_id}/operations"),
     ("POST", "/realtime/edit/sessions/{session_id}/save"),
     ("GET", "/realtime/edit/documents"),
+    ("PUT", "/realtime/edit/documents"),
     ("POST", "/realtime/edit/locks"),
     ("DELETE", "/realtime/edit/locks/{lock_id}"),
     ("POST", "/realtime/edit/locks/{lock_id}/renew"),
+    ("GET", "/realtime/notifications"),
+    ("POST", "/realtime/notifications"),
+    ("GET", "/realtime/notifications/unread-count"),
+    ("POST", "/realtime/notifications/read-all"),
+    ("POST", "/realtime/notifications/{id}/read"),
+    ("GET", "/realtime/channels/{channel}/members"),
+    ("PUT", "/realtime/channels/{channel}/members/{user_id}"),
+    ("DELETE", "/realtime/channels/{channel}/members/{user_id}"),
+    ("GET", "/realtime/conversations"),
+    ("POST", "/realtime/conversations"),
+    ("GET", "/realtime/conversations/{id}/messages"),
+    ("POST", "/realtime/conversations/{id}/messages"),
+    (
+        "PATCH",
+        "/realtime/conversations/{id}/messages/{message_id}",
+    ),
+    (
+        "DELETE",
+        "/realtime/conversations/{id}/messages/{message_id}",
+    ),
+    ("POST", "/realtime/conversations/{id}/read"),
+    ("GET", "/client.js"),
+    ("GET", "/client.d.ts"),
+    ("GET", "/demo"),
+    ("GET", "/demo/token"),
+    ("GET", "/demo/{file}"),
 ];
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub log: Arc<EventLog>,
-    pub auth: Arc<Authenticator>,
-    pub namespaces: Arc<Namespaces>,
-    pub metrics: Arc<Metrics>,
-    pub limits: Arc<Limits>,
-    pub presence: Arc<Presence>,
-    /// Collaborative editing (PROTOCOL §8).
-    pub editing: crate::edit::Editing,
-    /// Interval of the server's WebSocket pings.
-    pub ws_ping: Duration,
-    /// Idle time before an SSE `: ping`.
-    pub keepalive: Duration,
-    /// Cancelled when the server begins to shut down.
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-}
-
 /// The whole HTTP surface.
-pub fn router(state: AppState, cors_origins: Option<&str>) -> Router {
+pub fn router(state: AppState, cors_origins: Option<&CorsOrigins>) -> Router {
     let router = Router::new()
         .merge(ops::router())
         .merge(sse::router())
@@ -101,7 +118,9 @@ pub fn router(state: AppState, cors_origins: Option<&str>) -> Router {
         .merge(publish::router())
         .merge(presence::router())
         .merge(edit::router())
+        .merge(inbox::router())
         .merge(ws::router())
+        .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -145,13 +164,21 @@ async fn method_not_allowed(request: Request) -> Response {
     response
 }
 
-fn cors(origins: &str) -> CorsLayer {
+fn cors(origins: &CorsOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
             axum::http::header::RETRY_AFTER,
@@ -161,15 +188,19 @@ fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-reset"),
         ])
         .max_age(Duration::from_secs(600));
-    if origins.trim() == "*" {
-        // A wildcard origin cannot carry credentials; token by header or query then.
-        layer.allow_origin(AllowOrigin::any())
-    } else {
-        let list: Vec<HeaderValue> = origins
-            .split(',')
-            .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
-            .collect();
-        layer.allow_origin(list).allow_credentials(true)
+    match origins {
+        // A wildcard origin cannot carry credentials, and echoing every
+        // origin with credentials would let any site read a visitor's
+        // streams with their cookie: with `*`, other origins send the token
+        // by header or query (README, protocol notes).
+        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => {
+            let list: Vec<HeaderValue> = list
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect();
+            layer.allow_origin(list).allow_credentials(true)
+        }
     }
 }
 
@@ -191,32 +222,6 @@ async fn request_id(request: Request, next: Next) -> Response {
     tracing::debug!(parent: &span, status = response.status().as_u16(), "answered");
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
-    }
-    response
-}
-
-/// `{"events":[envelope,...]` (left open for more fields), from envelopes
-/// rendered once at append time.
-pub fn events_array(events: &[Arc<crate::event::Event>]) -> String {
-    let mut body =
-        String::with_capacity(16 + events.iter().map(|e| e.envelope().len() + 1).sum::<usize>());
-    body.push_str("{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(event.envelope());
-    }
-    body.push(']');
-    body
-}
-
-/// Adds the `X-RateLimit-*` headers of a limited request that passed.
-pub fn with_rate_headers(mut response: Response, info: Option<RateInfo>) -> Response {
-    for (name, value) in info.iter().flat_map(|i| i.headers(false)) {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
     }
     response
 }

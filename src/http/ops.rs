@@ -8,8 +8,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::AppState;
-use crate::error::{ApiError, ErrorCode};
+use switchyard_core::ErrorCode;
+use switchyard_core::channel::NOTIFICATIONS;
+
+use super::error::ApiError;
+use super::state::AppState;
 
 /// The OpenAPI document, as committed at the top of the repository.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
@@ -29,13 +32,13 @@ async fn healthz() -> axum::Json<Value> {
 }
 
 async fn readyz(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    if app.shutdown.is_cancelled() {
+    if app.realtime.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             "The server is shutting down",
         ));
     }
-    app.log.storage().ping().await.map_err(|e| {
+    app.realtime.log.storage().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(ErrorCode::Unavailable, "Storage is not reachable")
     })?;
@@ -46,7 +49,7 @@ async fn status(State(app): State<AppState>) -> axum::Json<Value> {
     let secs = app.started.elapsed().as_secs();
     axum::Json(json!({
         "status": "operational",
-        "connections": app.metrics.streams(),
+        "connections": app.realtime.metrics.streams(),
         "uptime": format!("{}d {}h {}m", secs / 86400, secs % 86400 / 3600, secs % 3600 / 60),
         "uptime_seconds": secs,
         "version": env!("CARGO_PKG_VERSION"),
@@ -55,11 +58,12 @@ async fn status(State(app): State<AppState>) -> axum::Json<Value> {
 
 async fn channels(State(app): State<AppState>) -> axum::Json<Value> {
     let list: Vec<Value> = app
+        .realtime
         .namespaces
         .iter()
         .map(|(name, ns)| {
             let pattern = match name.as_str() {
-                crate::channel::NOTIFICATIONS | "system" => name.clone(),
+                NOTIFICATIONS | "system" => name.clone(),
                 "presence" => "presence or presence:{user_id}".to_string(),
                 "user" => "user:{user_id}".to_string(),
                 _ => format!("{name}:{{id}}"),
@@ -71,6 +75,7 @@ async fn channels(State(app): State<AppState>) -> axum::Json<Value> {
                 "subscribe": ns.subscribe,
                 "retention_seconds": ns.retention_secs,
                 "client_publish": ns.client_publish,
+                "client_write": ns.accepts_client_writes(),
                 "presence": ns.presence,
             })
         })
@@ -81,7 +86,7 @@ async fn channels(State(app): State<AppState>) -> axum::Json<Value> {
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.realtime.metrics.render(),
     )
 }
 

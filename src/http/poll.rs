@@ -1,10 +1,7 @@
 //! Long polling (PROTOCOL §5): `GET`/`POST /realtime/poll` and
-//! `GET /realtime/poll/missed`, over the same reader as SSE.
-//!
-//! Invariants: an answer is immediate when events wait; otherwise the poll
-//! sleeps on the reader's wake-up (no timer loop) until an event, the
-//! timeout or shutdown, and shutdown answers 200. `last_poll_id` never goes
-//! backwards and never skips a future event.
+//! `GET /realtime/poll/missed`, answered by the core's poll
+//! ([`switchyard_core::session::poll`]); this module only reads the
+//! request's three shapes and renders the answer.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -16,18 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
+use switchyard_core::Identity;
+use switchyard_core::session::poll::{DEFAULT_LIMIT, MAX_TIMEOUT, PollAnswer, PollRequest};
+use switchyard_core::session::reset_json;
+use switchyard_core::whole;
 
-use super::extract::{Auth, Json, Query, check_user_id};
-use super::{AppState, with_rate_headers};
-use crate::auth::Identity;
-use crate::channel::{plan_subscription, split_list};
-use crate::error::ApiError;
-use crate::limits::Rate;
-use crate::log::Opened;
-
-const MAX_TIMEOUT_SECS: u64 = 30;
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+use super::error::ApiError;
+use super::extract::{Auth, Json, Query};
+use super::respond::{events_array, split_list, with_rate_headers};
+use super::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,15 +29,21 @@ pub fn router() -> Router<AppState> {
         .route("/realtime/poll/missed", get(missed))
 }
 
+/// Integers as JSON Schema counts them (`30.0` is 30); `null` is absent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PollBody {
-    channels: Vec<String>,
+    /// None or empty: the user's inbox (PROTOCOL §9a).
     #[serde(default)]
-    last_poll_id: u64,
+    channels: Vec<String>,
+    #[serde(default, deserialize_with = "whole::opt_u64")]
+    last_poll_id: Option<u64>,
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     timeout: Option<u64>,
+    #[serde(default, deserialize_with = "whole::opt_usize")]
     limit: Option<usize>,
     user_id: Option<String>,
+    connection_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +54,7 @@ struct PollQuery {
     timeout: Option<u64>,
     limit: Option<usize>,
     user_id: Option<String>,
+    connection_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +64,7 @@ struct MissedQuery {
     last_sequence: u64,
     limit: Option<usize>,
     user_id: Option<String>,
+    connection_id: Option<String>,
 }
 
 async fn poll_get(
@@ -74,11 +76,14 @@ async fn poll_get(
     poll(
         app,
         who,
-        channels,
-        q.last_poll_id,
-        q.timeout,
-        q.limit,
         q.user_id,
+        request(
+            channels,
+            q.last_poll_id,
+            q.timeout,
+            q.limit,
+            q.connection_id,
+        ),
     )
     .await
 }
@@ -91,11 +96,14 @@ async fn poll_post(
     poll(
         app,
         who,
-        b.channels,
-        b.last_poll_id,
-        b.timeout,
-        b.limit,
         b.user_id,
+        request(
+            b.channels,
+            b.last_poll_id.unwrap_or(0),
+            b.timeout,
+            b.limit,
+            b.connection_id,
+        ),
     )
     .await
 }
@@ -109,77 +117,65 @@ async fn missed(
     poll(
         app,
         who,
-        channels,
-        q.last_sequence,
-        Some(0),
-        q.limit,
         q.user_id,
+        request(channels, q.last_sequence, Some(0), q.limit, q.connection_id),
     )
     .await
+}
+
+fn request(
+    channels: Vec<String>,
+    last_poll_id: u64,
+    timeout: Option<u64>,
+    limit: Option<usize>,
+    connection_id: Option<String>,
+) -> PollRequest {
+    PollRequest {
+        channels,
+        last_poll_id,
+        timeout: timeout.map_or(MAX_TIMEOUT, Duration::from_secs),
+        limit: limit.unwrap_or(DEFAULT_LIMIT),
+        connection_id,
+    }
 }
 
 async fn poll(
     app: AppState,
     who: Identity,
-    channels: Vec<String>,
-    last_poll_id: u64,
-    timeout: Option<u64>,
-    limit: Option<usize>,
-    user_id: Option<String>,
+    named: Option<String>,
+    request: PollRequest,
 ) -> Result<Response, ApiError> {
-    check_user_id(&who, user_id.as_deref())?;
-    let limit = match limit {
-        Some(0) => {
-            return Err(ApiError::invalid_message(
-                "limit must be between 1 and 1000",
-            ));
-        }
-        Some(n) => n.min(MAX_LIMIT),
-        None => DEFAULT_LIMIT,
-    };
-    let timeout = Duration::from_secs(timeout.unwrap_or(MAX_TIMEOUT_SECS).min(MAX_TIMEOUT_SECS));
-    let (granted, errors) = plan_subscription(&app.namespaces, &who, &channels)?;
-    let rate = app.limits.check(&who, Rate::Poll)?;
-    let Opened { mut reader, reset } = app
-        .log
-        .reader(&who.tenant, &granted, Some(last_poll_id))
-        .await?;
-    app.presence.polled(&who, &granted).await?;
-
-    // One more than the limit tells whether the limit cut the answer.
-    let mut events = reader.fetch(limit + 1).await?;
-    if events.is_empty() && !timeout.is_zero() && !app.shutdown.is_cancelled() {
-        let _waiting = app.metrics.poll_waiting();
-        tokio::select! {
-            _ = app.shutdown.cancelled() => {}
-            waited = tokio::time::timeout(timeout, reader.next(limit + 1)) => {
-                if let Ok(got) = waited {
-                    events = got?;
-                }
-            }
-        }
-    }
-    let has_more = events.len() > limit;
-    events.truncate(limit);
-    let cursor = match events.last() {
-        Some(last) => last.id,
-        // Never below the request's cursor, except after a reset for a cursor
-        // beyond the end of the log, where following it would skip ids to come.
-        None => reader.position(),
-    };
-    app.metrics.events_delivered(events.len() as u64);
-
-    let mut body = super::events_array(&events);
-    let _ = write!(body, ",\"last_poll_id\":{cursor},\"has_more\":{has_more}");
-    if !errors.is_empty() {
-        let _ = write!(body, ",\"errors\":{}", json!(errors));
-    }
-    if let Some(reset) = reset {
-        let _ = write!(body, ",\"reset\":{}", reset.to_json());
-    }
-    body.push('}');
+    who.check_named_user(named.as_deref())?;
+    let answer = app.realtime.sessions.poll(&who, request).await?;
+    let rate = answer.rate;
     Ok(with_rate_headers(
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            render(&answer),
+        )
+            .into_response(),
         rate,
     ))
+}
+
+/// `{"events":[...],"last_poll_id":N,"has_more":false}` with `errors` and
+/// `reset` when there are any.
+fn render(answer: &PollAnswer) -> String {
+    let mut body = events_array(&answer.events);
+    let _ = write!(
+        body,
+        ",\"last_poll_id\":{},\"has_more\":{}",
+        answer.last_poll_id, answer.has_more
+    );
+    if !answer.errors.is_empty() {
+        let _ = write!(body, ",\"errors\":{}", json!(answer.errors));
+    }
+    if let Some(reset) = &answer.reset {
+        let _ = write!(body, ",\"reset\":{}", reset_json(reset));
+    }
+    if let Some(id) = &answer.connection_id {
+        let _ = write!(body, ",\"connection_id\":{}", json!(id));
+    }
+    body.push('}');
+    body
 }

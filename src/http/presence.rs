@@ -1,17 +1,19 @@
 //! Presence, viewing and typing over HTTP (PROTOCOL §7): thin adapters over
-//! [`crate::presence::Presence`].
+//! the core's commands ([`switchyard_core::Realtime`]) and presence views.
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde_json::Value;
+use switchyard_core::Charged;
+use switchyard_core::presence::requests::{StatusRequest, TypingRequest, ViewingRequest};
 
+use super::error::ApiError;
 use super::extract::{Auth, Json, Path, Query};
-use super::{AppState, with_rate_headers};
-use crate::error::ApiError;
-use crate::limits::Rate;
-use crate::presence::{StatusRequest, TypingRequest, ViewingRequest};
+use super::respond::with_rate_headers;
+use super::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,14 +23,16 @@ pub fn router() -> Router<AppState> {
         .route("/realtime/typing", post(set_typing))
 }
 
+fn answer(charged: Charged<Value>) -> Response {
+    with_rate_headers(axum::Json(charged.value).into_response(), charged.rate)
+}
+
 async fn set_status(
     State(app): State<AppState>,
     Auth(who): Auth,
     Json(req): Json<StatusRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.presence.set_status(&who, req).await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    Ok(answer(app.realtime.set_status(&who, req).await?))
 }
 
 async fn set_viewing(
@@ -36,9 +40,7 @@ async fn set_viewing(
     Auth(who): Auth,
     Json(req): Json<ViewingRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.presence.set_viewing(&who, req).await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    Ok(answer(app.realtime.set_viewing(&who, req).await?))
 }
 
 async fn set_typing(
@@ -46,9 +48,7 @@ async fn set_typing(
     Auth(who): Auth,
     Json(req): Json<TypingRequest>,
 ) -> Result<Response, ApiError> {
-    let rate = app.limits.check(&who, Rate::Action)?;
-    let answer = app.presence.set_typing(&who, req).await?;
-    Ok(with_rate_headers(axum::Json(answer).into_response(), rate))
+    Ok(answer(app.realtime.set_typing(&who, req).await?))
 }
 
 #[derive(Deserialize)]
@@ -67,7 +67,8 @@ async fn resource(
             "Query 'resource' and 'id' are required, e.g. ?resource=task&id=123",
         ));
     };
-    Ok(axum::Json(app.presence.resource(&who, &resource, &id).await?).into_response())
+    let view = app.realtime.presence.resource(&who, &resource, &id).await?;
+    Ok(axum::Json(view).into_response())
 }
 
 async fn user(
@@ -75,5 +76,6 @@ async fn user(
     Auth(who): Auth,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(app.presence.user(&who, &user_id).await?).into_response())
+    let view = app.realtime.presence.user(&who, &user_id).await?;
+    Ok(axum::Json(view).into_response())
 }

@@ -1,59 +1,85 @@
 //! The accept loop: hyper driven directly rather than through `axum::serve`,
-//! with SSE streams written straight to their sockets.
+//! with SSE streams written straight to their sockets, every connection
+//! counted, and every connection on a deadline.
 //!
-//! Why: every open stream is a connection that lives for hours, so its
-//! per-connection cost is the server's memory. hyper keeps two 8 KiB
-//! buffers per connection for its whole life, and `axum::serve` would also
-//! rebuild the route table per connection. So the first request head of a
-//! connection is read here ([`opening`]): a plain `GET /realtime/sse` goes
-//! through the same router (auth, limits, request id, CORS) and its body is
-//! then written by [`super::stream_socket`], which holds nothing but the
-//! socket and the stream; everything else is handed to hyper with the bytes
-//! already read put back in front ([`Rewind`]).
+//! Why hyper directly: every open stream is a connection that lives for
+//! hours, so its per-connection cost is the server's memory. hyper keeps two
+//! 8 KiB buffers per connection for its whole life, and `axum::serve` would
+//! also rebuild the route table per connection. So the first request head
+//! of a connection is read here ([`opening`]): a plain `GET /realtime/sse`
+//! goes through the same router (auth, limits, request id, CORS) and its
+//! body is then written by [`super::stream_socket`], which holds nothing but
+//! the socket and the stream; everything else is handed to hyper with the
+//! bytes already read put back in front ([`Socket`]).
 //!
-//! Invariants: after `shutdown` no connection is accepted, and this returns
-//! once every connection has closed (streams end themselves on the same
-//! signal; idle keep-alive connections are closed). The router sees the same
-//! request either way; only who writes the response differs.
+//! Bounds ([`Deadlines`], [`Connections`]): a connection may wait `idle`
+//! for the first byte of its next request, and then `header` for the rest
+//! of the head (408 with the error body otherwise); a write the client does
+//! not read within `write` drops the connection; past the connection cap,
+//! idle kept-alive connections are closed to make room, and when none is
+//! idle a new connection gets only a health check or a 503.
+//!
+//! Invariants: after `shutdown` no connection is accepted; streams end
+//! themselves on the same signal and idle connections close; whatever
+//! still holds on after [`SHUTDOWN_GRACE`] (a half-sent body, a client that
+//! does not read) is dropped, so this returns within that time.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Version};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use switchyard_core::ErrorCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::connections::{ConnState, Connections, Room, Ticket, Verdict};
+use super::socket::{Socket, error_answer};
+use super::state::Deadlines;
+use super::tracked::Tracked;
 
 /// Largest request head read (hyper's smallest allowed read buffer too).
 const READ_BUFFER_CAP: usize = 8192;
-/// How long a new connection may take to send its first request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request headers looked at when reading a head; more goes to hyper.
 const MAX_HEADERS: usize = 64;
 /// The path whose responses are written on the raw socket.
 const SSE_PATH: &str = "/realtime/sse";
+/// How long connections get to finish after shutdown before they are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+/// What the accept loop needs besides the routes.
+#[derive(Clone)]
+pub struct FrontDoor {
+    pub deadlines: Deadlines,
+    pub connections: Arc<Connections>,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    front: FrontDoor,
+    shutdown: CancellationToken,
+) {
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .max_buf_size(READ_BUFFER_CAP)
         .keep_alive(true);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    let force = CancellationToken::new();
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -67,127 +93,307 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 }
             },
         };
+        let (ticket, room) = front.connections.admit();
+        if room == Room::None {
+            // No descriptor to spare: not even a word.
+            continue;
+        }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
+        tracker.spawn(connection(Connection {
             stream,
-            app.clone(),
-            builder.clone(),
-            graceful.watcher(),
-            shutdown.clone(),
-        ));
+            ticket,
+            room,
+            app: app.clone(),
+            builder: builder.clone(),
+            front: front.clone(),
+            shutdown: shutdown.clone(),
+            force: force.clone(),
+        }));
     }
     drop(listener);
-    // Waits for every watcher, including those of streams on raw sockets.
-    graceful.shutdown().await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            connections = tracker.len(),
+            "dropping connections still open after the shutdown grace"
+        );
+        force.cancel();
+        tracker.wait().await;
+    }
 }
 
-/// Serves one connection; `watcher` is held until it closes.
+/// One accepted connection and what serving it needs.
+struct Connection {
+    stream: TcpStream,
+    ticket: Ticket,
+    room: Room,
+    app: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    front: FrontDoor,
+    shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace is over: stop at once.
+    force: CancellationToken,
+}
+
+/// Serves one connection.
 ///
 /// This future lives as long as the connection, so it only ever holds
 /// pointers to the bigger phases (reading the head, hyper's connection):
 /// an inline phase keeps its space for the task's whole life.
-async fn connection(
-    stream: TcpStream,
-    app: Router,
-    builder: Arc<Builder<TokioExecutor>>,
-    watcher: Watcher,
-    shutdown: CancellationToken,
-) {
-    let (stream, opening) = match Box::pin(read_opening(stream, shutdown)).await {
-        Some(read) => read,
-        None => return,
+async fn connection(c: Connection) {
+    let Connection {
+        mut stream,
+        ticket,
+        room,
+        app,
+        builder,
+        front,
+        shutdown,
+        force,
+    } = c;
+    let opening = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        opening = Box::pin(opening(&mut stream, &front.deadlines)) => opening,
     };
-    match opening {
-        Opening::Gone => {}
-        Opening::Stream(request) => {
-            super::stream_socket::serve(stream, app, request).await;
-            drop(watcher);
+    let (request, read) = match opening {
+        Opening::Gone => return,
+        Opening::TimedOut => {
+            let answer = error_answer(
+                ErrorCode::RequestTimeout,
+                "The request head took too long to arrive",
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.write_all(&answer)).await;
+            return;
         }
-        Opening::Other(read) => {
-            hyper_connection(Rewind { read, stream }, app, &builder, watcher).await
+        Opening::Head { request, read } => (request, read),
+    };
+    if room == Room::Full {
+        return Box::pin(answer_at_capacity(stream, app, request)).await;
+    }
+    match request {
+        Some(request) if is_sse(request.uri().path()) => {
+            // The head's bytes were parsed into `request`: holding them for
+            // the stream's life would cost every idle stream their buffer.
+            drop(read);
+            super::stream_socket::serve(
+                stream,
+                app,
+                request,
+                front.deadlines.write,
+                shutdown,
+                ticket,
+            )
+            .await;
+        }
+        _ => {
+            let state = front.connections.track(&ticket);
+            let socket = Socket::new(read, stream, state.clone(), ticket);
+            hyper_connection(
+                socket,
+                state,
+                app,
+                &builder,
+                front.deadlines,
+                shutdown,
+                force,
+            )
+            .await
         }
     }
 }
 
-/// The first request head, unless shutdown or the head timeout comes first.
-async fn read_opening(
+/// At the connection cap with nothing idle to close: health checks are
+/// answered (the reserve above the cap is for them), anything else gets a
+/// 503; either way the connection then closes.
+async fn answer_at_capacity(
     mut stream: TcpStream,
-    shutdown: CancellationToken,
-) -> Option<(TcpStream, Opening)> {
-    tokio::select! {
-        _ = shutdown.cancelled() => None,
-        read = tokio::time::timeout(HEAD_TIMEOUT, opening(&mut stream)) => match read {
-            Ok(opening) => Some((stream, opening)),
-            Err(_) => None,
-        },
+    app: Router,
+    request: Option<Box<Request<Body>>>,
+) {
+    match request {
+        Some(request) if matches!(request.uri().path(), "/healthz" | "/readyz") => {
+            super::stream_socket::answer_once(stream, app, request).await
+        }
+        _ => {
+            let answer = error_answer(
+                ErrorCode::Unavailable,
+                "The server is at its connection limit; retry shortly",
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.write_all(&answer)).await;
+        }
     }
 }
 
-/// hyper serving the connection, boxed as soon as it is built.
+/// hyper serving the connection, watched by its deadlines.
 fn hyper_connection(
-    io: Rewind,
+    socket: Socket,
+    state: Arc<ConnState>,
     app: Router,
     builder: &Builder<TokioExecutor>,
-    watcher: Watcher,
+    deadlines: Deadlines,
+    shutdown: CancellationToken,
+    force: CancellationToken,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let started = state.clone();
     let service = TowerToHyperService::new(
-        app.map_request(|req: hyper::Request<Incoming>| req.map(Body::new)),
+        app.map_request(move |req: hyper::Request<Incoming>| {
+            started.request_started();
+            req.map(Body::new)
+        })
+        .map_response({
+            let state = state.clone();
+            move |res: axum::response::Response| {
+                let state = state.clone();
+                res.map(|body| Body::new(Tracked::new(body, move || state.request_finished())))
+            }
+        }),
     );
     let served = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(socket), service)
         .into_owned();
-    let served = watcher.watch(served);
     Box::pin(async move {
-        if let Err(e) = served.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        let mut served = std::pin::pin!(served);
+        let mut closing = false;
+        loop {
+            let verdict = state.verdict(&deadlines);
+            match verdict {
+                Verdict::WriteStalled => {
+                    tracing::debug!("dropping a connection whose client stopped reading");
+                    return;
+                }
+                Verdict::HeadTimeout => {
+                    // Dropped: its socket answers 408 as it closes.
+                    state.mark_head_timed_out();
+                    return;
+                }
+                Verdict::Close if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                _ => {}
+            }
+            let due = match verdict {
+                Verdict::Wait(at) => Some(Instant::from_std(at)),
+                _ => None,
+            };
+            tokio::select! {
+                done = served.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = sleep_until(due) => {}
+                _ = state.changed.notified() => {}
+                _ = shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                _ = force.cancelled() => return,
+            }
         }
     })
 }
 
-/// What a connection's first bytes turned out to be.
-enum Opening {
-    /// A `GET /realtime/sse` over HTTP/1.1 without a body or upgrade.
-    Stream(Request<Body>),
-    /// Anything else (including heads too large or malformed, which hyper
-    /// answers): the bytes read so far, for hyper to read first.
-    Other(Bytes),
-    /// Closed or broken before sending anything.
-    Gone,
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
-async fn opening(stream: &mut TcpStream) -> Opening {
+fn is_sse(path: &str) -> bool {
+    path.strip_prefix(SSE_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('?'))
+}
+
+/// What a connection's first bytes turned out to be.
+enum Opening {
+    /// A request head (complete, or not one this module reads: too large,
+    /// malformed, which hyper answers), with the bytes read so far, and the
+    /// request itself when it is a plain `GET` over HTTP/1.1 without a body
+    /// or upgrade.
+    Head {
+        request: Option<Box<Request<Body>>>,
+        read: Bytes,
+    },
+    /// Closed or broken before sending anything.
+    Gone,
+    /// Bytes arrived but no complete head in time.
+    TimedOut,
+}
+
+/// Reads the first head: the first byte within the idle deadline, the rest
+/// within the header deadline.
+async fn opening(stream: &mut TcpStream, deadlines: &Deadlines) -> Opening {
     let mut buf = BytesMut::with_capacity(1024);
+    let mut deadline = Instant::now() + deadlines.idle;
     loop {
-        match stream.read_buf(&mut buf).await {
+        let read = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(read) => read,
+            Err(_) if buf.is_empty() => return Opening::Gone,
+            Err(_) => return Opening::TimedOut,
+        };
+        match read {
             Ok(0) | Err(_) if buf.is_empty() => return Opening::Gone,
-            Ok(0) | Err(_) => return Opening::Other(buf.freeze()),
-            Ok(_) => {}
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut head = httparse::Request::new(&mut headers);
-        match head.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                return match stream_request(&head) {
-                    Some(request) => Opening::Stream(request),
-                    None => Opening::Other(buf.freeze()),
+            Ok(0) | Err(_) => {
+                return Opening::Head {
+                    request: None,
+                    read: buf.freeze(),
                 };
             }
-            Ok(httparse::Status::Partial) if buf.len() < READ_BUFFER_CAP => {
-                buf.reserve(1024);
+            Ok(n) if n == buf.len() => deadline = Instant::now() + deadlines.header,
+            Ok(_) => {}
+        }
+        match first_head(&buf) {
+            Head::Complete(request) => {
+                return Opening::Head {
+                    request,
+                    read: buf.freeze(),
+                };
             }
-            _ => return Opening::Other(buf.freeze()),
+            Head::Incomplete => buf.reserve(1024),
+            Head::Other => {
+                return Opening::Head {
+                    request: None,
+                    read: buf.freeze(),
+                };
+            }
         }
     }
 }
 
-/// The request as the router will see it, when it is one whose response
-/// this module writes itself.
-fn stream_request(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
+/// What the bytes a connection sent so far make of its first request head.
+pub enum Head {
+    /// Not a whole head yet, and room to read more.
+    Incomplete,
+    /// A whole head, with the request when it is a plain `GET` (HTTP/1.1,
+    /// no body, no upgrade): one this module may answer itself.
+    Complete(Option<Box<Request<Body>>>),
+    /// Malformed or oversized: hyper's to answer.
+    Other,
+}
+
+/// [`opening`]'s verdict on `buf`, pure so that it can be fuzzed
+/// (`fuzz/fuzz_targets/request_head.rs`).
+pub fn first_head(buf: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    match head.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Head::Complete(simple_get(&head).map(Box::new)),
+        Ok(httparse::Status::Partial) if buf.len() < READ_BUFFER_CAP => Head::Incomplete,
+        _ => Head::Other,
+    }
+}
+
+/// The request as the router will see it, when it is a plain `GET`
+/// (HTTP/1.1, no body, no upgrade): one this module may answer itself.
+fn simple_get(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
     let path = head.path?;
-    let is_sse = path
-        .strip_prefix(SSE_PATH)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('?'));
-    if head.method != Some("GET") || head.version != Some(1) || !is_sse {
+    if head.method != Some("GET") || head.version != Some(1) {
         return None;
     }
     let mut request = Request::builder()
@@ -204,60 +410,4 @@ fn stream_request(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
         request = request.header(name, HeaderValue::from_bytes(header.value).ok()?);
     }
     request.body(Body::empty()).ok()
-}
-
-/// A socket with bytes already read from it put back in front.
-struct Rewind {
-    read: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            if self.read.is_empty() {
-                // Let the buffer go: a long-lived connection must not keep it.
-                self.read = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }

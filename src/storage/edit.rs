@@ -1,401 +1,381 @@
-//! Storage for collaborative editing (PROTOCOL §8): documents, their
-//! operation history, edit sessions and locks.
+//! Editing's storage rules (PROTOCOL §8), written once for every backend
+//! over [`Tx`]: documents, their history, sessions and locks, and the
+//! transform-and-apply transaction ([`submit`]) that runs the editing
+//! core's verdicts on the locked document and appends their events.
 //!
-//! Storage knows nothing of operational transformation: the editing core
-//! hands [`EditStore::submit_operations`] a batch of operations on one
-//! document, each with its [`Decide`] callback, and storage runs them in
-//! order on the locked document. Invariants every implementation keeps:
-//! - `submit_operations` is one transaction that holds the document's write
-//!   lock (`SELECT ... FOR UPDATE` on Postgres, `BEGIN IMMEDIATE` on SQLite)
-//!   from reading the document and its history until the new content, the
-//!   history rows and the `edit.operation` events commit together, so
-//!   transform-and-apply is serialized per document across every node of a
-//!   cluster, a document's events enter the log in revision order, and an
-//!   applied operation is never left unannounced (the log is appended in the
-//!   same transaction, by the shared [`append_batch`]);
-//! - within a batch each operation sees the document as the operations
-//!   before it left it (content, revision, history, recorded
-//!   `client_op_id`s), exactly as if each had its own transaction; a
-//!   refused one changes nothing and does not affect the others;
-//! - revisions are dense: the history holds exactly one row for each of
-//!   `1..=revision`, keyed by (document, revision);
-//! - a `client_op_id` is recorded once per session, in that transaction, so
-//!   a retry can never apply twice;
-//! - a field has at most one lock row, and an expired row is removed (and
-//!   returned, for its `edit.unlock`) by exactly one caller.
+//! Invariants (see `switchyard_core::storage::edit` for the contract): the
+//! document is locked first and held to commit, and the log head after it,
+//! as in every edit transaction, so two transactions never lock in opposite
+//! orders; a batch's operations each see the document as the ones before
+//! them left it; revisions are dense; a `client_op_id` is stored once.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use switchyard_core::event::Event;
+use switchyard_core::storage::edit::{
+    ContentChange, ContentSet, DocKey, DocumentRow, LockAttempt, LockRow, OperationBatch,
+    OperationRequest, SessionRow, Submission, Submitted,
+};
+use switchyard_core::storage::{AppendOutcome, AppendRequest, Result};
 
-use super::append::{AppendTx, append_batch};
-use super::{AppendOutcome, AppendRequest, Result};
-use crate::error::ApiError;
-use crate::event::Event;
+use super::log::append_batch;
+use super::sql;
+use super::tx::{Column, Param, Row, Tx};
 
-/// Which document: every key carries its tenant, so nothing crosses tenants.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DocKey {
-    pub tenant: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub field: String,
+fn key_params(k: &DocKey) -> [Param<'_>; 4] {
+    [
+        Param::Text(&k.tenant),
+        Param::Text(&k.resource_type),
+        Param::Text(&k.resource_id),
+        Param::Text(&k.field),
+    ]
 }
 
-/// A document as stored.
-#[derive(Debug, Clone)]
-pub struct DocumentRow {
-    pub content: String,
-    pub revision: u64,
-    /// When the content last changed (ms since the epoch).
-    pub updated_at: i64,
+/// `$1`-`$4` a document's key, then `rest`.
+fn with_key<'a>(k: &'a DocKey, rest: &[Param<'a>]) -> Vec<Param<'a>> {
+    let mut params = key_params(k).to_vec();
+    params.extend_from_slice(rest);
+    params
 }
 
-/// One user's edit session on one document.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    pub session_id: String,
-    pub key: DocKey,
-    pub user_id: String,
-    pub name: Option<String>,
-    pub created_at: i64,
-    /// Bumped by every operation and save; idle expiry counts from here.
-    pub last_active_at: i64,
-    /// Set when the session was left.
-    pub ended_at: Option<i64>,
+fn document(row: Option<Row>) -> Result<Option<DocumentRow>> {
+    row.map(|mut r| {
+        Ok(DocumentRow {
+            content: r.text(0)?,
+            revision: r.int(1)? as u64,
+            updated_at: r.int(2)?,
+        })
+    })
+    .transpose()
 }
 
-/// A lock on one field.
-#[derive(Debug, Clone)]
-pub struct LockRow {
-    pub lock_id: String,
-    pub key: DocKey,
-    pub user_id: String,
-    pub name: Option<String>,
-    /// The TTL asked for, reused by a renew that names none.
-    pub ttl_ms: i64,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-/// An operation to transform and apply.
-#[derive(Clone, Copy)]
-pub struct OperationRequest<'a> {
-    /// Its session as the caller knows it: id, document and owner (which
-    /// never change); whether it may still be used is [`Self::check_session`]'s.
-    pub session: &'a SessionRow,
-    /// The editing core's verdict on the session as stored (`None`: no such
-    /// session in the tenant), checked first.
-    pub check_session: CheckSession<'a>,
-    pub client_op_id: Option<&'a str>,
-    /// The revision the operation was made against.
-    pub base_revision: u64,
-    /// The editing core's verdict on this operation.
-    pub decide: Decide<'a>,
-}
-
-/// Operations on one document, applied in order in one transaction.
-#[derive(Clone, Copy)]
-pub struct OperationBatch<'a> {
-    pub key: &'a DocKey,
-    pub now_ms: i64,
-    /// All on `key`; each gets one [`Submitted`], in this order.
-    pub operations: &'a [OperationRequest<'a>],
-    /// The event announcing an applied operation, appended in the same
-    /// transaction.
-    pub announce: Announce<'a>,
-}
-
-/// The editing core's event for an applied operation: given its index in
-/// [`OperationBatch::operations`], the revision it made and the operation
-/// as applied (wire JSON). Pure and quick.
-pub type Announce<'a> = &'a (dyn Fn(usize, u64, &str) -> AppendRequest + Sync);
-
-/// What a batch came to.
-#[derive(Debug)]
-pub struct Submission {
-    /// One per operation, in order.
-    pub outcomes: Vec<Submitted>,
-    /// The events appended for the applied ones, in id (and revision) order.
-    pub events: Vec<Arc<Event>>,
-}
-
-/// What the editing core computed from the locked document.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub content: String,
-    /// The operation as applied, wire JSON.
-    pub ops: String,
-}
-
-/// The editing core's verdict on an operation, given the locked document and
-/// the wire JSON of every operation applied after the base revision, in
-/// revision order. Runs inside the transaction: pure and quick.
-pub type Decide<'a> =
-    &'a (dyn Fn(&DocumentRow, &[String]) -> std::result::Result<Applied, ApiError> + Sync);
-
-/// The editing core's verdict on an operation's session, read in the
-/// transaction: may it still be used? Pure and quick.
-pub type CheckSession<'a> =
-    &'a (dyn Fn(Option<&SessionRow>) -> std::result::Result<(), ApiError> + Sync);
-
-/// What became of an [`OperationRequest`].
-#[derive(Debug)]
-pub enum Submitted {
-    /// Stored as `revision`.
-    Applied { revision: u64, ops: String },
-    /// The session sent this `client_op_id` before: its first answer.
-    Replayed { revision: u64, ops: String },
-    /// [`CheckSession`] or [`Decide`] refused it; nothing changed.
-    Refused(ApiError),
-    /// Another user holds a live lock on the field; nothing changed.
-    Locked(LockRow),
-    /// The document does not exist (sessions create it, so: never expected).
-    NoDocument,
-}
-
-/// Outcome of [`EditStore::acquire_lock`].
-#[derive(Debug)]
-pub enum LockAttempt {
-    /// The caller holds the lock: new, or theirs already with a fresh expiry.
-    Acquired(LockRow),
-    /// Another user holds it.
-    Held(LockRow),
-}
-
-/// What editing needs from storage; implemented for each backend in
-/// `sqlite/edit.rs` and `postgres/edit.rs`.
-#[async_trait]
-pub trait EditStore: Send + Sync {
-    /// Creates the document (empty, revision 0) unless it exists, and records
-    /// the session, in one transaction; returns the document.
-    async fn create_session(&self, session: &SessionRow) -> Result<DocumentRow>;
-
-    /// A session of `tenant`, ended or not.
-    async fn session(&self, tenant: &str, session_id: &str) -> Result<Option<SessionRow>>;
-
-    /// Marks a session left.
-    async fn end_session(&self, session_id: &str, now_ms: i64) -> Result<()>;
-
-    /// Users with a session on `key` not left and active after `since_ms`,
-    /// as (user_id, name), in order of their first session.
-    async fn active_editors(
-        &self,
-        key: &DocKey,
-        since_ms: i64,
-    ) -> Result<Vec<(String, Option<String>)>>;
-
-    async fn document(&self, key: &DocKey) -> Result<Option<DocumentRow>>;
-
-    /// Transforms and applies a batch of operations in order under the
-    /// document's lock and appends their events, in one transaction; see
-    /// the module invariants. Also marks the sessions of applied operations
-    /// active.
-    async fn submit_operations(&self, batch: OperationBatch<'_>) -> Result<Submission>;
-
-    /// Records the current revision as saved and marks the session active;
-    /// `None` without a document.
-    async fn save_document(
-        &self,
-        key: &DocKey,
-        session_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<DocumentRow>>;
-
-    /// The live (unexpired at `now_ms`) lock on `key`, if any.
-    async fn current_lock(&self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
-
-    /// A lock of `tenant` by id, expired or not.
-    async fn find_lock(&self, tenant: &str, lock_id: &str) -> Result<Option<LockRow>>;
-
-    /// Takes the lock on `lock.key` for `lock.user_id` unless another user
-    /// holds a live one; the same user gets their lock back with
-    /// `lock.expires_at`. Also returns the expired lock it replaced, if any.
-    async fn acquire_lock(
-        &self,
-        lock: &LockRow,
-        now_ms: i64,
-    ) -> Result<(LockAttempt, Vec<LockRow>)>;
-
-    /// Moves a live lock of `user_id` to expire `ttl_ms` after `now_ms`.
-    async fn renew_lock(
-        &self,
-        tenant: &str,
-        lock_id: &str,
-        user_id: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> Result<Option<LockRow>>;
-
-    /// Deletes a live lock of `user_id`; returns it.
-    async fn release_lock(
-        &self,
-        tenant: &str,
-        lock_id: &str,
-        user_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<LockRow>>;
-
-    /// Deletes every lock expired at `now_ms` (all tenants) and returns them.
-    async fn expire_locks(&self, now_ms: i64) -> Result<Vec<LockRow>>;
-}
-
-/// The columns of a [`SessionRow`], in [`SessionTuple`] order.
-macro_rules! session_columns {
-    () => {
-        "session_id, tenant, resource_type, resource_id, field, user_id, name, created_at, last_active_at, ended_at"
-    };
-}
-/// The columns of a [`LockRow`], in [`LockTuple`] order.
-macro_rules! lock_columns {
-    () => {
-        "lock_id, tenant, resource_type, resource_id, field, user_id, name, ttl_ms, created_at, expires_at"
-    };
-}
-pub(crate) use {lock_columns, session_columns};
-
-/// A session as both backends read it.
-pub(crate) type SessionTuple = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-);
-
-pub(crate) fn session_from_row(row: SessionTuple) -> SessionRow {
-    let (
-        session_id,
-        tenant,
-        resource_type,
-        resource_id,
-        field,
-        user_id,
-        name,
-        created,
-        active,
-        ended,
-    ) = row;
-    SessionRow {
-        session_id,
+fn session(mut r: Row) -> Result<SessionRow> {
+    Ok(SessionRow {
+        session_id: r.text(0)?,
         key: DocKey {
-            tenant,
-            resource_type,
-            resource_id,
-            field,
+            tenant: r.text(1)?,
+            resource_type: r.text(2)?,
+            resource_id: r.text(3)?,
+            field: r.text(4)?,
         },
-        user_id,
-        name,
-        created_at: created,
-        last_active_at: active,
-        ended_at: ended,
-    }
+        user_id: r.text(5)?,
+        name: r.opt_text(6)?,
+        created_at: r.int(7)?,
+        last_active_at: r.int(8)?,
+        ended_at: r.opt_int(9)?,
+    })
 }
 
-/// A lock as both backends read it.
-pub(crate) type LockTuple = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
-
-pub(crate) fn lock_from_row(row: LockTuple) -> LockRow {
-    let (
-        lock_id,
-        tenant,
-        resource_type,
-        resource_id,
-        field,
-        user_id,
-        name,
-        ttl_ms,
-        created,
-        expires,
-    ) = row;
-    LockRow {
-        lock_id,
+fn lock(mut r: Row) -> Result<LockRow> {
+    Ok(LockRow {
+        lock_id: r.text(0)?,
         key: DocKey {
-            tenant,
-            resource_type,
-            resource_id,
-            field,
+            tenant: r.text(1)?,
+            resource_type: r.text(2)?,
+            resource_id: r.text(3)?,
+            field: r.text(4)?,
         },
-        user_id,
-        name,
-        ttl_ms,
-        created_at: created,
-        expires_at: expires,
+        user_id: r.text(5)?,
+        name: r.opt_text(6)?,
+        ttl_ms: r.int(7)?,
+        created_at: r.int(8)?,
+        expires_at: r.int(9)?,
+    })
+}
+
+fn locks(rows: Vec<Row>) -> Result<Vec<LockRow>> {
+    rows.into_iter().map(lock).collect()
+}
+
+/// Creates the document (empty, revision 0) unless it exists and records
+/// the session; returns the document.
+pub async fn create_session(
+    tx: &mut dyn Tx,
+    s: &SessionRow,
+    initial_content: &str,
+) -> Result<DocumentRow> {
+    let k = &s.key;
+    tx.execute(
+        &sql::CREATE_DOCUMENT,
+        &with_key(k, &[Param::Int(s.created_at), Param::Text(initial_content)]),
+    )
+    .await?;
+    tx.execute(
+        &sql::INSERT_SESSION,
+        &[
+            Param::Text(&s.session_id),
+            Param::Text(&k.tenant),
+            Param::Text(&k.resource_type),
+            Param::Text(&k.resource_id),
+            Param::Text(&k.field),
+            Param::Text(&s.user_id),
+            Param::OptText(s.name.as_deref()),
+            Param::Int(s.created_at),
+            Param::Int(s.last_active_at),
+            Param::OptInt(s.ended_at),
+        ],
+    )
+    .await?;
+    let doc = tx.query_opt(&sql::DOCUMENT, &key_params(k)).await?;
+    Ok(document(doc)?.expect("created above"))
+}
+
+pub async fn find_session(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<SessionRow>> {
+    let row = tx
+        .query_opt(
+            &sql::SESSION,
+            &[Param::Text(tenant), Param::Text(session_id)],
+        )
+        .await?;
+    row.map(session).transpose()
+}
+
+pub async fn end_session(tx: &mut dyn Tx, session_id: &str, now_ms: i64) -> Result<()> {
+    tx.execute(
+        &sql::END_SESSION,
+        &[Param::Text(session_id), Param::Int(now_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn active_editors(
+    tx: &mut dyn Tx,
+    k: &DocKey,
+    since_ms: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    let rows = tx
+        .query(&sql::ACTIVE_EDITORS, &with_key(k, &[Param::Int(since_ms)]))
+        .await?;
+    rows.into_iter()
+        .map(|mut r| Ok((r.text(0)?, r.opt_text(1)?)))
+        .collect()
+}
+
+pub async fn find_document(tx: &mut dyn Tx, k: &DocKey) -> Result<Option<DocumentRow>> {
+    document(tx.query_opt(&sql::DOCUMENT, &key_params(k)).await?)
+}
+
+/// Records the current revision as saved and marks the session active.
+pub async fn save_document(
+    tx: &mut dyn Tx,
+    k: &DocKey,
+    session_id: &str,
+    now_ms: i64,
+) -> Result<Option<DocumentRow>> {
+    let doc = tx
+        .query_opt(&sql::SAVE_DOCUMENT, &with_key(k, &[Param::Int(now_ms)]))
+        .await?;
+    let ids = [session_id];
+    tx.execute(
+        &sql::TOUCH_SESSIONS,
+        &[Param::Texts(&ids), Param::Int(now_ms)],
+    )
+    .await?;
+    document(doc)
+}
+
+pub async fn live_lock(tx: &mut dyn Tx, k: &DocKey, now_ms: i64) -> Result<Option<LockRow>> {
+    let row = tx
+        .query_opt(&sql::LIVE_LOCK, &with_key(k, &[Param::Int(now_ms)]))
+        .await?;
+    row.map(lock).transpose()
+}
+
+pub async fn find_lock(tx: &mut dyn Tx, tenant: &str, lock_id: &str) -> Result<Option<LockRow>> {
+    let row = tx
+        .query_opt(
+            &sql::FIND_LOCK,
+            &[Param::Text(tenant), Param::Text(lock_id)],
+        )
+        .await?;
+    row.map(lock).transpose()
+}
+
+/// Takes the lock for its user unless another holds a live one; also
+/// returns the expired lock it replaced, if any.
+pub async fn acquire_lock(
+    tx: &mut dyn Tx,
+    wanted: &LockRow,
+    now_ms: i64,
+) -> Result<(LockAttempt, Vec<LockRow>)> {
+    let k = &wanted.key;
+    let expired = tx
+        .query(
+            &sql::DELETE_EXPIRED_LOCK,
+            &with_key(k, &[Param::Int(now_ms)]),
+        )
+        .await?;
+    // The holder's own retry refreshes their lock; anyone else's upsert
+    // matches no row and returns nothing.
+    let mine = tx
+        .query_opt(
+            &sql::TAKE_LOCK,
+            &[
+                Param::Text(&wanted.lock_id),
+                Param::Text(&k.tenant),
+                Param::Text(&k.resource_type),
+                Param::Text(&k.resource_id),
+                Param::Text(&k.field),
+                Param::Text(&wanted.user_id),
+                Param::OptText(wanted.name.as_deref()),
+                Param::Int(wanted.ttl_ms),
+                Param::Int(wanted.created_at),
+                Param::Int(wanted.expires_at),
+            ],
+        )
+        .await?;
+    let attempt = match mine {
+        Some(row) => LockAttempt::Acquired(lock(row)?),
+        None => LockAttempt::Held(lock(
+            tx.query_one(&sql::LOCK_OF_FIELD, &key_params(k)).await?,
+        )?),
+    };
+    Ok((attempt, locks(expired)?))
+}
+
+pub async fn renew_lock(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    lock_id: &str,
+    user_id: &str,
+    ttl_ms: i64,
+    now_ms: i64,
+) -> Result<Option<LockRow>> {
+    let row = tx
+        .query_opt(
+            &sql::RENEW_LOCK,
+            &[
+                Param::Text(tenant),
+                Param::Text(lock_id),
+                Param::Text(user_id),
+                Param::Int(ttl_ms),
+                Param::Int(now_ms),
+            ],
+        )
+        .await?;
+    row.map(lock).transpose()
+}
+
+pub async fn release_lock(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    lock_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<Option<LockRow>> {
+    let row = tx
+        .query_opt(
+            &sql::RELEASE_LOCK,
+            &[
+                Param::Text(tenant),
+                Param::Text(lock_id),
+                Param::Text(user_id),
+                Param::Int(now_ms),
+            ],
+        )
+        .await?;
+    row.map(lock).transpose()
+}
+
+pub async fn expire_locks(tx: &mut dyn Tx, now_ms: i64) -> Result<Vec<LockRow>> {
+    locks(tx.query(&sql::EXPIRE_LOCKS, &[Param::Int(now_ms)]).await?)
+}
+
+/// Sets a document's content unless a session on it is live; the caller
+/// commits.
+pub async fn set_content(tx: &mut dyn Tx, change: ContentChange) -> Result<ContentSet> {
+    let k = &change.key;
+    let doc = document(tx.query_opt(&sql::LOCK_DOCUMENT, &key_params(k)).await?)?;
+    let live = tx
+        .query(
+            &sql::ACTIVE_EDITORS,
+            &with_key(k, &[Param::Int(change.live_since_ms)]),
+        )
+        .await?;
+    if !live.is_empty() {
+        let users = live
+            .into_iter()
+            .map(|mut r| r.text(0))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(ContentSet::Busy(users));
     }
-}
-
-pub(crate) fn document_from_row(
-    (content, revision, updated_at): (String, i64, i64),
-) -> DocumentRow {
-    DocumentRow {
-        content,
-        revision: revision as u64,
-        updated_at,
+    let Some(old) = doc else {
+        tx.execute(
+            &sql::CREATE_DOCUMENT,
+            &with_key(
+                k,
+                &[Param::Int(change.now_ms), Param::Text(&change.content)],
+            ),
+        )
+        .await?;
+        let created = document(tx.query_opt(&sql::DOCUMENT, &key_params(k)).await?)?;
+        return Ok(ContentSet::Created(created.expect("created above")));
+    };
+    if old.content == change.content {
+        return Ok(ContentSet::Unchanged(old));
     }
+    let ops = (change.replace)(&old);
+    let revision = old.revision + 1;
+    tx.insert_rows(
+        &sql::INSERT_OPERATIONS,
+        &[
+            Column::Texts(vec![k.tenant.as_str()]),
+            Column::Texts(vec![k.resource_type.as_str()]),
+            Column::Texts(vec![k.resource_id.as_str()]),
+            Column::Texts(vec![k.field.as_str()]),
+            Column::Ints(vec![revision as i64]),
+            Column::Texts(vec![ops.as_str()]),
+            Column::Texts(vec![change.change_id.as_str()]),
+            Column::Texts(vec![change.user_id.as_str()]),
+            Column::OptTexts(vec![None]),
+            Column::Ints(vec![change.now_ms]),
+        ],
+    )
+    .await?;
+    tx.execute(
+        &sql::UPDATE_DOCUMENT,
+        &with_key(
+            k,
+            &[
+                Param::Text(&change.content),
+                Param::Int(revision as i64),
+                Param::Int(change.now_ms),
+            ],
+        ),
+    )
+    .await?;
+    let announcement = [(change.announce)(revision, &ops)];
+    let mut events = Vec::new();
+    for appended in append_batch(tx, &announcement, change.now_ms).await? {
+        if let AppendOutcome::Appended { events: new, .. } = appended {
+            events.extend(new);
+        }
+    }
+    Ok(ContentSet::Replaced {
+        document: DocumentRow {
+            content: change.content,
+            revision,
+            updated_at: change.now_ms,
+        },
+        ops,
+        events,
+    })
 }
 
-/// What one backend does inside the submit transaction (which also appends
-/// to the log, hence [`AppendTx`]).
-#[async_trait]
-pub(crate) trait SubmitTx: AppendTx {
-    /// Reads the document and holds its write lock until commit.
-    async fn lock_document(&mut self, key: &DocKey) -> Result<Option<DocumentRow>>;
-    /// The stored answer to an earlier `client_op_id` of the session.
-    async fn find_client_op(
-        &mut self,
-        session_id: &str,
-        client_op_id: &str,
-    ) -> Result<Option<(u64, String)>>;
-    async fn live_lock(&mut self, key: &DocKey, now_ms: i64) -> Result<Option<LockRow>>;
-    /// The sessions of `tenant` among `session_ids`, in one statement.
-    async fn sessions(&mut self, tenant: &str, session_ids: &[&str]) -> Result<Vec<SessionRow>>;
-    /// Operations after `after`, by revision, as wire JSON.
-    async fn history(&mut self, key: &DocKey, after: u64) -> Result<Vec<String>>;
-    /// Stores the history rows of `operations`, all of `key`, in one statement.
-    async fn insert_operations(
-        &mut self,
-        key: &DocKey,
-        operations: &[NewOperation<'_>],
-        now_ms: i64,
-    ) -> Result<()>;
-    async fn update_document(
-        &mut self,
-        key: &DocKey,
-        content: &str,
-        revision: u64,
-        now_ms: i64,
-    ) -> Result<()>;
-    /// Marks sessions active, in one statement.
-    async fn touch_sessions(&mut self, session_ids: &[&str], now_ms: i64) -> Result<()>;
-}
-
-/// Transform-and-apply of a batch through `tx`; the caller commits.
-/// Per operation the order matters: the session is checked first (as the
-/// stored row is now: a left or idle session answers even a retry), then a
-/// retry is answered before anything else is checked (it was accepted
-/// once), and a lock taken since then does not turn it into a refusal.
-pub(crate) async fn submit_in<T: SubmitTx>(
-    tx: &mut T,
-    batch: OperationBatch<'_>,
-) -> Result<Submission> {
-    let key = batch.key;
-    let Some(mut doc) = tx.lock_document(key).await? else {
+/// Transform-and-apply of a batch; the caller commits. Per operation the
+/// order matters: the session is checked first (as the stored row is now:
+/// a left or idle session answers even a retry), then a retry is answered
+/// before anything else is checked (it was accepted once), and a lock taken
+/// since then does not turn it into a refusal.
+pub async fn submit(tx: &mut dyn Tx, batch: &OperationBatch) -> Result<Submission> {
+    let key = &batch.key;
+    let Some(mut doc) = document(tx.query_opt(&sql::LOCK_DOCUMENT, &key_params(key)).await?)?
+    else {
         return Ok(Submission {
             outcomes: batch
                 .operations
@@ -405,20 +385,21 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             events: Vec::new(),
         });
     };
-    let lock = tx.live_lock(key, batch.now_ms).await?;
-    let sessions = read_sessions(tx, key, batch.operations).await?;
-    let mut history = History::read(tx, key, &doc, batch.operations).await?;
+    let lock = live_lock(tx, key, batch.now_ms).await?;
+    let sessions = read_sessions(tx, key, &batch.operations).await?;
+    let mut history = History::read(tx, key, &doc, &batch.operations).await?;
     let mut outcomes = Vec::with_capacity(batch.operations.len());
     let mut inserts: Vec<NewOperation<'_>> = Vec::new();
+    let rules = &batch.rules;
     for (index, request) in batch.operations.iter().enumerate() {
         let id = request.session.session_id.as_str();
         let stored = sessions.iter().find(|s| s.session_id == id);
-        if let Err(refusal) = (request.check_session)(stored) {
+        if let Err(refusal) = rules.check_session(index, stored) {
             outcomes.push(Submitted::Refused(refusal));
             continue;
         }
-        if let Some(id) = request.client_op_id
-            && let Some((revision, ops)) = replay(tx, &inserts, request.session, id).await?
+        if let Some(client_op_id) = request.client_op_id.as_deref()
+            && let Some((revision, ops)) = replay(tx, &inserts, request, client_op_id).await?
         {
             outcomes.push(Submitted::Replayed { revision, ops });
             continue;
@@ -429,7 +410,7 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             outcomes.push(Submitted::Locked(lock.clone()));
             continue;
         }
-        let applied = match (request.decide)(&doc, history.since(request.base_revision, &doc)) {
+        let applied = match rules.decide(index, &doc, history.since(request.base_revision, &doc)) {
             Ok(applied) => applied,
             Err(refusal) => {
                 outcomes.push(Submitted::Refused(refusal));
@@ -454,21 +435,35 @@ pub(crate) async fn submit_in<T: SubmitTx>(
             ops: applied.ops,
         });
     }
-    let mut events = Vec::with_capacity(inserts.len());
+    let mut events: Vec<Arc<Event>> = Vec::with_capacity(inserts.len());
     if !inserts.is_empty() {
-        tx.insert_operations(key, &inserts, batch.now_ms).await?;
-        tx.update_document(key, &doc.content, doc.revision, batch.now_ms)
-            .await?;
+        insert_operations(tx, key, &inserts, batch.now_ms).await?;
+        tx.execute(
+            &sql::UPDATE_DOCUMENT,
+            &with_key(
+                key,
+                &[
+                    Param::Text(&doc.content),
+                    Param::Int(doc.revision as i64),
+                    Param::Int(batch.now_ms),
+                ],
+            ),
+        )
+        .await?;
         let mut sessions: Vec<&str> = inserts
             .iter()
             .map(|o| o.request.session.session_id.as_str())
             .collect();
         sessions.sort_unstable();
         sessions.dedup();
-        tx.touch_sessions(&sessions, batch.now_ms).await?;
+        tx.execute(
+            &sql::TOUCH_SESSIONS,
+            &[Param::Texts(&sessions), Param::Int(batch.now_ms)],
+        )
+        .await?;
         let announcements: Vec<AppendRequest> = inserts
             .iter()
-            .map(|o| (batch.announce)(o.index, o.revision, &o.ops))
+            .map(|o| rules.announce(o.index, o.revision, &o.ops))
             .collect();
         // Plain appends (no expected ids, no idempotency keys): each is appended.
         for appended in append_batch(tx, &announcements, batch.now_ms).await? {
@@ -481,10 +476,10 @@ pub(crate) async fn submit_in<T: SubmitTx>(
 }
 
 /// The stored sessions of the batch's operations, read once.
-async fn read_sessions<T: SubmitTx>(
-    tx: &mut T,
+async fn read_sessions(
+    tx: &mut dyn Tx,
     key: &DocKey,
-    operations: &[OperationRequest<'_>],
+    operations: &[OperationRequest],
 ) -> Result<Vec<SessionRow>> {
     let mut ids: Vec<&str> = operations
         .iter()
@@ -492,35 +487,89 @@ async fn read_sessions<T: SubmitTx>(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    tx.sessions(&key.tenant, &ids).await
+    let rows = tx
+        .query(
+            &sql::SESSIONS,
+            &[Param::Text(&key.tenant), Param::Texts(&ids)],
+        )
+        .await?;
+    rows.into_iter().map(session).collect()
 }
 
 /// An operation applied in this batch, to be stored with the others.
-pub(crate) struct NewOperation<'a> {
+struct NewOperation<'a> {
     /// Its index in the batch.
-    pub index: usize,
-    pub revision: u64,
+    index: usize,
+    revision: u64,
     /// As applied, wire JSON.
-    pub ops: String,
-    pub request: &'a OperationRequest<'a>,
+    ops: String,
+    request: &'a OperationRequest,
+}
+
+async fn insert_operations(
+    tx: &mut dyn Tx,
+    k: &DocKey,
+    operations: &[NewOperation<'_>],
+    now_ms: i64,
+) -> Result<()> {
+    let n = operations.len();
+    tx.insert_rows(
+        &sql::INSERT_OPERATIONS,
+        &[
+            Column::Texts(vec![k.tenant.as_str(); n]),
+            Column::Texts(vec![k.resource_type.as_str(); n]),
+            Column::Texts(vec![k.resource_id.as_str(); n]),
+            Column::Texts(vec![k.field.as_str(); n]),
+            Column::Ints(operations.iter().map(|o| o.revision as i64).collect()),
+            Column::Texts(operations.iter().map(|o| o.ops.as_str()).collect()),
+            Column::Texts(
+                operations
+                    .iter()
+                    .map(|o| o.request.session.session_id.as_str())
+                    .collect(),
+            ),
+            Column::Texts(
+                operations
+                    .iter()
+                    .map(|o| o.request.session.user_id.as_str())
+                    .collect(),
+            ),
+            Column::OptTexts(
+                operations
+                    .iter()
+                    .map(|o| o.request.client_op_id.as_deref())
+                    .collect(),
+            ),
+            Column::Ints(vec![now_ms; n]),
+        ],
+    )
+    .await
 }
 
 /// The stored answer to an earlier `client_op_id` of the session: applied
 /// earlier in this batch (not stored yet) or before it.
-async fn replay<T: SubmitTx>(
-    tx: &mut T,
+async fn replay(
+    tx: &mut dyn Tx,
     batch: &[NewOperation<'_>],
-    session: &SessionRow,
+    request: &OperationRequest,
     client_op_id: &str,
 ) -> Result<Option<(u64, String)>> {
+    let session_id = request.session.session_id.as_str();
     let earlier = batch.iter().find(|o| {
-        o.request.client_op_id == Some(client_op_id)
-            && o.request.session.session_id == session.session_id
+        o.request.client_op_id.as_deref() == Some(client_op_id)
+            && o.request.session.session_id == session_id
     });
     if let Some(o) = earlier {
         return Ok(Some((o.revision, o.ops.clone())));
     }
-    tx.find_client_op(&session.session_id, client_op_id).await
+    let row = tx
+        .query_opt(
+            &sql::FIND_CLIENT_OP,
+            &[Param::Text(session_id), Param::Text(client_op_id)],
+        )
+        .await?;
+    row.map(|mut r| Ok((r.int(0)? as u64, r.text(1)?)))
+        .transpose()
 }
 
 /// The operations applied after the batch's oldest base revision, read once
@@ -533,11 +582,11 @@ struct History {
 }
 
 impl History {
-    async fn read<T: SubmitTx>(
-        tx: &mut T,
+    async fn read(
+        tx: &mut dyn Tx,
         key: &DocKey,
         doc: &DocumentRow,
-        operations: &[OperationRequest<'_>],
+        operations: &[OperationRequest],
     ) -> Result<History> {
         let oldest = operations
             .iter()
@@ -546,7 +595,12 @@ impl History {
             .unwrap_or(doc.revision)
             .min(doc.revision);
         let ops = if oldest < doc.revision {
-            tx.history(key, oldest).await?
+            let rows = tx
+                .query(&sql::HISTORY, &with_key(key, &[Param::Int(oldest as i64)]))
+                .await?;
+            rows.into_iter()
+                .map(|mut r| r.text(0))
+                .collect::<Result<_>>()?
         } else {
             Vec::new()
         };

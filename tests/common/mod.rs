@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -232,6 +234,24 @@ impl Server {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// Any method, with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
     }
 
     /// Broadcasts one event with a service token; panics unless 202. Returns the id.

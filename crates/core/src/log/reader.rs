@@ -1,0 +1,133 @@
+//! A reader: one cursor following a set of channels. Every transport (SSE,
+//! long polling, WebSocket) reads through this, so they share one delivery
+//! path.
+//!
+//! Invariants: `position` only moves forward, and only after events up to it
+//! were handed out (cancelling a fetch mid-way changes nothing); events come
+//! out in id order, each once; a reader that fell behind the hub's memory
+//! catches up from storage, so lagging never loses or buffers events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use super::hub::{Hub, feed_key};
+use super::pruner;
+use crate::event::Event;
+use crate::storage::{Storage, StorageError};
+
+pub struct Reader {
+    pub(super) hub: Arc<Hub>,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) stream_id: u64,
+    pub(super) tenant: String,
+    pub(super) channels: Vec<String>,
+    pub(super) keys: Vec<String>,
+    /// Woken by the hub when one of the channels gets an event.
+    pub(super) notify: Arc<Notify>,
+    /// Every event of the channels with `id <= position` has been handed out.
+    pub(super) position: u64,
+}
+
+/// Ids of readers, unique in the process (a hub knows its readers by them).
+static NEXT_READER: AtomicU64 = AtomicU64::new(1);
+
+impl Reader {
+    /// A reader of `channels` in `tenant` registered on `hub`, at `cursor`
+    /// or, without one, at the hub's head. Also returns the head at
+    /// registration and whether memory holds every event of the channels
+    /// after `cursor` (see [`Hub::register`]).
+    pub fn register(
+        hub: Arc<Hub>,
+        storage: Arc<dyn Storage>,
+        tenant: &str,
+        channels: Vec<String>,
+        cursor: Option<u64>,
+    ) -> (Reader, u64, bool) {
+        let keys: Vec<String> = channels.iter().map(|c| feed_key(tenant, c)).collect();
+        let stream_id = NEXT_READER.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let (head, covered) = hub.register(stream_id, &keys, &notify, cursor.unwrap_or(u64::MAX));
+        let reader = Reader {
+            hub,
+            storage,
+            stream_id,
+            tenant: tenant.to_string(),
+            channels,
+            keys,
+            notify,
+            position: cursor.unwrap_or(head),
+        };
+        (reader, head, covered)
+    }
+
+    /// The cursor after everything handed out so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The channels followed.
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// Up to `max` events after the position, without waiting (may be empty).
+    pub async fn fetch(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        if let Some((events, position)) = self.hub.read(&self.keys, self.position, max) {
+            self.position = position;
+            return Ok(events);
+        }
+        // Behind the hub's memory: catch up from the log.
+        let passes = pruner::passes();
+        let head = self.hub.head();
+        let after = self.position;
+        let events = self
+            .storage
+            .read(&self.tenant, &self.channels, after, max)
+            .await?;
+        let last = events.last().map_or(after, |e| e.id);
+        // Everything up to `head` was committed before the read began, so an
+        // answer not cut by `max` holds every event through it.
+        let position = if events.len() < max {
+            last.max(head)
+        } else {
+            last
+        };
+        // Memory may take this read over only if nothing after `after` was
+        // ever pruned (asked after the read, so a pass before it shows; a
+        // pass after it is caught by `passes`): a pruned event missing from
+        // the read would otherwise become a gap without a `reset`. A failed
+        // question only costs the seeding.
+        if self.hub.would_seed(&self.keys, after, position)
+            && let Ok(None) = self
+                .storage
+                .expired_cursor(&self.tenant, &self.channels, after)
+                .await
+        {
+            self.hub
+                .seed(&self.keys, &self.channels, after, position, &events, passes);
+        }
+        // Only now: a fetch cancelled at an `.await` moves nothing.
+        self.position = position;
+        Ok(events)
+    }
+
+    /// Up to `max` events after the position, waiting until there is one.
+    pub async fn next(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        loop {
+            let events = self.fetch(max).await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            // A wake-up sent since the fetch is kept as a permit: none is lost.
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.hub.unregister(self.stream_id, &self.keys);
+    }
+}

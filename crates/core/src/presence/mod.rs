@@ -1,0 +1,338 @@
+//! Presence, viewing and typing (PROTOCOL §7), kept in storage so every
+//! node of a cluster shares it.
+//!
+//! A user is online while a session is alive: an open stream (kept alive by
+//! its node's heartbeat, so a crashed node's users go offline after the
+//! TTL), a poll in the last TTL, or a stream closed less than a TTL ago (so
+//! a page reload does not flap). The effective status is derived
+//! ([`effective_status`]); [`Presence::refresh`] announces a change exactly
+//! once across nodes by compare-and-set on the stored `announced_status`.
+//! Who is in each channel's room, and its announcements, are in [`rooms`].
+//! Service tokens are backends, not people: they have no presence.
+
+mod announce;
+pub mod requests;
+mod rooms;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channel::{Channel, Namespaces};
+use crate::clock::now_ms;
+use crate::error::{Error, StorageFault};
+use crate::identity::Identity;
+use crate::log::EventLog;
+use crate::storage::Storage;
+use crate::storage::presence::{Session, UserKey, UserPresence};
+
+/// A typing state not refreshed within this ends by itself.
+pub const TYPING_TTL: Duration = Duration::from_secs(6);
+/// Repeated `is_typing: true` within this is one event.
+pub const TYPING_COALESCE: Duration = Duration::from_secs(1);
+
+pub struct Presence {
+    storage: Arc<dyn Storage>,
+    log: Arc<EventLog>,
+    namespaces: Arc<Namespaces>,
+    /// This process, for the heartbeat that keeps its open streams alive.
+    node_id: String,
+    ttl: Duration,
+    away_after: Duration,
+    /// When this node last renewed each polling session (a user's, or one
+    /// of their connections'), and the channels it followed then; entries
+    /// older than a TTL are dropped by the sweep, so it holds active pollers only.
+    recent_polls: std::sync::Mutex<std::collections::HashMap<PollSession, (i64, Vec<Channel>)>>,
+    /// Client actions of each user this node recorded lately: back-to-back
+    /// actions (an editor's every keystroke batch) write the activity once
+    /// per [`Self::action_every`], the rest is written by the next sweep.
+    /// The sweep drops entries with nothing left to write.
+    recent_actions: std::sync::Mutex<std::collections::HashMap<UserKey, RecentAction>>,
+}
+
+/// A polling session: its user and its id (`poll`, or `poll:{connection}`).
+type PollSession = (UserKey, String);
+
+/// A user's client actions as this node knows them.
+struct RecentAction {
+    /// When an activity was last written to storage.
+    written_at: i64,
+    /// The latest action (at or after `written_at`).
+    latest: i64,
+    name: Option<String>,
+    avatar: Option<String>,
+}
+
+/// Held by an open stream; dropping it starts the user's TTL grace.
+pub struct PresenceGuard {
+    presence: Arc<Presence>,
+    user: UserKey,
+    session_id: String,
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let presence = self.presence.clone();
+        let user = self.user.clone();
+        let session_id = std::mem::take(&mut self.session_id);
+        // Drop cannot wait; a failure here only delays "offline" until the node's heartbeat lapses.
+        tokio::spawn(async move {
+            let expires_at = now_ms() + presence.ttl.as_millis() as i64;
+            let session = Session {
+                user: &user,
+                session_id: &session_id,
+                node_id: &presence.node_id,
+                open: false,
+                expires_at,
+            };
+            match presence.storage.put_session(session).await {
+                Ok(()) => {}
+                // Shutting down: the node's heartbeat stops too, so the
+                // session still ends after the TTL.
+                Err(e) if e.fault == StorageFault::Closed => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record a closed stream for presence")
+                }
+            }
+        });
+    }
+}
+
+/// The status others see: offline without a live session; otherwise the
+/// chosen `busy`/`away`, else `away` after `away_after` without an action.
+pub fn effective_status(p: &UserPresence, now: i64, away_after: Duration) -> &'static str {
+    if !p.online {
+        return "offline";
+    }
+    match p.chosen_status.as_deref() {
+        Some("busy") => "busy",
+        Some("away") => "away",
+        _ if now - p.last_activity > away_after.as_millis() as i64 => "away",
+        _ => "online",
+    }
+}
+
+fn key(who: &Identity) -> UserKey {
+    UserKey {
+        tenant: who.tenant.clone(),
+        user_id: who.user_id.clone(),
+    }
+}
+
+impl Presence {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        log: Arc<EventLog>,
+        namespaces: Arc<Namespaces>,
+        ttl: Duration,
+        away_after: Duration,
+    ) -> Self {
+        Self {
+            storage,
+            log,
+            namespaces,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            ttl,
+            away_after,
+            recent_polls: Default::default(),
+            recent_actions: Default::default(),
+        }
+    }
+
+    /// How often the presence sweep runs (heartbeat, expiry, away detection).
+    fn sweep_every(&self) -> Duration {
+        (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// Most often one user's actions are written: a small share of the away
+    /// delay, and no more than one sweep apart (the sweep writes the rest
+    /// before it looks for idle users, so they are never announced away early).
+    fn action_every(&self) -> i64 {
+        self.sweep_every().min(self.away_after / 10).as_millis() as i64
+    }
+
+    fn expiry(&self, now: i64) -> i64 {
+        now + self.ttl.as_millis() as i64
+    }
+
+    /// A stream opened: the user is online until the guard drops and a TTL passes.
+    pub async fn stream_opened(
+        self: &Arc<Self>,
+        who: &Identity,
+        channels: &[Channel],
+    ) -> Result<Option<PresenceGuard>, Error> {
+        if who.is_service {
+            return Ok(None);
+        }
+        let user = key(who);
+        let now = now_ms();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.storage
+            .heartbeat_node(&self.node_id, self.expiry(now))
+            .await?;
+        let session = Session {
+            user: &user,
+            session_id: &session_id,
+            node_id: &self.node_id,
+            open: true,
+            expires_at: self.expiry(now),
+        };
+        self.storage.put_session(session).await?;
+        self.touch(who, Some(channels), Some(now), now).await?;
+        self.refresh(&user, false).await?;
+        self.enter(who, &session_id, channels, now).await?;
+        Ok(Some(PresenceGuard {
+            presence: self.clone(),
+            user,
+            session_id,
+        }))
+    }
+
+    /// A poll keeps the user online for a TTL, in the rooms of the channels
+    /// it read. Its session is the client's connection (when it names one)
+    /// or the user's polls as one.
+    pub async fn polled(
+        &self,
+        who: &Identity,
+        channels: &[Channel],
+        connection_id: Option<&str>,
+    ) -> Result<(), Error> {
+        if who.is_service {
+            return Ok(());
+        }
+        let user = key(who);
+        let now = now_ms();
+        let session_id = match connection_id {
+            Some(id) => format!("poll:{id}"),
+            None => "poll".to_string(),
+        };
+        // A client polling back to back renews its session at most a few
+        // times per TTL: the write is what keeps it online, not each poll
+        // (unless the channels it reads changed).
+        let renew_every = (self.ttl / 4).as_millis() as i64;
+        {
+            let mut recent = self.recent_polls.lock().expect("recent polls lock");
+            let entry = (user.clone(), session_id.clone());
+            match recent.get(&entry) {
+                Some((at, followed)) if now - at < renew_every && followed == channels => {
+                    return Ok(());
+                }
+                _ => {
+                    recent.insert(entry, (now, channels.to_vec()));
+                }
+            }
+        }
+        let session = Session {
+            user: &user,
+            session_id: &session_id,
+            node_id: &self.node_id,
+            open: false,
+            expires_at: self.expiry(now),
+        };
+        self.storage.put_session(session).await?;
+        self.touch(who, Some(channels), None, now).await?;
+        self.refresh(&user, false).await?;
+        self.enter(who, &session_id, channels, now).await
+    }
+
+    /// A client action (publish, presence, typing, editing): not away any
+    /// more. Written at once unless this node wrote one for the user within
+    /// [`Self::action_every`] (then the user cannot have turned away since,
+    /// and the sweep writes it).
+    pub async fn acted(&self, who: &Identity) -> Result<(), Error> {
+        if who.is_service {
+            return Ok(());
+        }
+        let user = key(who);
+        let now = now_ms();
+        {
+            let mut recent = self.recent_actions.lock().expect("recent actions lock");
+            match recent.get_mut(&user) {
+                Some(r) if now - r.written_at < self.action_every() => {
+                    r.latest = r.latest.max(now);
+                    return Ok(());
+                }
+                _ => {
+                    recent.insert(
+                        user.clone(),
+                        RecentAction {
+                            written_at: now,
+                            latest: now,
+                            name: who.name.clone(),
+                            avatar: who.avatar.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.touch(who, None, Some(now), now).await {
+            // Not written after all: the next action tries again.
+            self.recent_actions
+                .lock()
+                .expect("recent actions lock")
+                .remove(&user);
+            return Err(e);
+        }
+        self.refresh(&user, false).await
+    }
+
+    /// Writes the actions [`Self::acted`] left to the sweep. An entry is
+    /// marked written only once its write succeeded, so a failed sweep
+    /// leaves the rest for the next one.
+    async fn write_recent_actions(&self, now: i64) -> Result<(), Error> {
+        let due: Vec<(UserKey, i64, Option<String>, Option<String>)> = {
+            let mut recent = self.recent_actions.lock().expect("recent actions lock");
+            let every = self.action_every();
+            recent.retain(|_, r| r.latest > r.written_at || now - r.written_at < every);
+            recent
+                .iter()
+                .filter(|(_, r)| r.latest > r.written_at)
+                .map(|(user, r)| (user.clone(), r.latest, r.name.clone(), r.avatar.clone()))
+                .collect()
+        };
+        for (user, latest, name, avatar) in due {
+            self.storage
+                .touch_user(
+                    &user,
+                    name.as_deref(),
+                    avatar.as_deref(),
+                    None,
+                    Some(latest),
+                    now,
+                )
+                .await?;
+            if let Some(r) = self
+                .recent_actions
+                .lock()
+                .expect("recent actions lock")
+                .get_mut(&user)
+            {
+                r.written_at = r.written_at.max(latest);
+            }
+        }
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        who: &Identity,
+        channels: Option<&[Channel]>,
+        activity: Option<i64>,
+        now: i64,
+    ) -> Result<(), Error> {
+        let channels = channels.map(|c| {
+            serde_json::to_string(&c.iter().map(Channel::as_str).collect::<Vec<_>>())
+                .expect("strings")
+        });
+        self.storage
+            .touch_user(
+                &key(who),
+                who.name.as_deref(),
+                who.avatar.as_deref(),
+                channels.as_deref(),
+                activity,
+                now,
+            )
+            .await?;
+        Ok(())
+    }
+}
