@@ -5,9 +5,15 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY migrations ./migrations
 COPY openapi.yaml ./openapi.yaml
+# The browser client and the demo are compiled into the binary (src/http/assets.rs).
+COPY clients/js/switchyard.js clients/js/switchyard.d.ts ./clients/js/
+COPY clients/js/demo ./clients/js/demo
 # The workspace lists the load generator; cargo needs its manifest to resolve.
+# `fuzz/` is not needed: the workspace excludes it (a nightly-only workspace
+# of its own), and a build from exactly these files was checked to succeed.
 COPY bench ./bench
 RUN cargo build --release --locked -p switchyard --bin switchyard
 
