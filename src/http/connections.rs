@@ -171,7 +171,10 @@ pub struct ConnState {
     evicted: AtomicBool,
     /// Closed for taking too long to send a head: answer 408 as it closes.
     timed_out: AtomicBool,
-    /// Woken on every change a deadline depends on.
+    /// Woken when the connection is evicted. Nothing else wakes the
+    /// watchdog: a change sets a deadline no sooner than the shortest one
+    /// after it, and the watchdog looks again at least that often (see
+    /// [`ConnState::look_again`]), so requests cost it no wake-up.
     pub changed: Notify,
 }
 
@@ -209,7 +212,6 @@ impl ConnState {
     pub fn request_finished(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle_since.store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -219,7 +221,6 @@ impl ConnState {
             && self.head_since.load(Ordering::Acquire) == 0
         {
             self.head_since.store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -229,7 +230,6 @@ impl ConnState {
             if self.write_pending_since.load(Ordering::Acquire) == 0 {
                 self.write_pending_since
                     .store(self.now_ms(), Ordering::Release);
-                self.changed.notify_one();
             }
         } else if self.write_pending_since.load(Ordering::Acquire) != 0 {
             self.write_pending_since.store(0, Ordering::Release);
@@ -245,6 +245,22 @@ impl ConnState {
     /// true once.
     pub fn take_head_timed_out(&self) -> bool {
         self.timed_out.swap(false, Ordering::AcqRel)
+    }
+
+    /// When the watchdog must look next, given a verdict: never later than
+    /// the shortest deadline from now, so a deadline set by a change it was
+    /// not woken for is still seen when it falls due.
+    pub fn look_again(&self, verdict: Verdict, deadlines: &Deadlines) -> Instant {
+        let shortest = deadlines
+            .header
+            .min(deadlines.idle)
+            .min(deadlines.write)
+            .max(Duration::from_millis(1));
+        let soon = Instant::now() + shortest;
+        match verdict {
+            Verdict::Wait(at) => at.min(soon),
+            _ => soon,
+        }
     }
 
     /// The watchdog's verdict under `deadlines`.

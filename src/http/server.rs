@@ -256,6 +256,10 @@ fn hyper_connection(
         .into_owned();
     Box::pin(async move {
         let mut served = std::pin::pin!(served);
+        // One timer for the connection's life, moved only when the next
+        // look changes: a request costs the watchdog nothing.
+        let mut look = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut armed = None;
         let mut closing = false;
         loop {
             let verdict = state.verdict(&deadlines);
@@ -275,10 +279,11 @@ fn hyper_connection(
                 }
                 _ => {}
             }
-            let due = match verdict {
-                Verdict::Wait(at) => Some(Instant::from_std(at)),
-                _ => None,
-            };
+            let next = state.look_again(verdict, &deadlines);
+            if armed != Some(next) {
+                look.as_mut().reset(Instant::from_std(next));
+                armed = Some(next);
+            }
             tokio::select! {
                 done = served.as_mut() => {
                     if let Err(e) = done {
@@ -286,7 +291,7 @@ fn hyper_connection(
                     }
                     return;
                 }
-                _ = sleep_until(due) => {}
+                _ = look.as_mut() => {}
                 _ = state.changed.notified() => {}
                 _ = shutdown.cancelled(), if !closing => {
                     closing = true;
@@ -296,13 +301,6 @@ fn hyper_connection(
             }
         }
     })
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn is_sse(path: &str) -> bool {
