@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::event::Event;
@@ -45,10 +45,60 @@ pub struct Memberships {
     /// A std mutex: held to look up, insert or drop, never across `.await`.
     cache: Mutex<HashMap<UserKey, Cached>>,
     /// Users with open streams, and the version their streams watch.
-    watched: Mutex<HashMap<UserKey, watch::Sender<u64>>>,
+    watched: Mutex<HashMap<UserKey, Arc<Watched>>>,
     /// Counts changes (any user's): a storage read that one overtook may
     /// miss it and is not cached.
     changes: AtomicU64,
+}
+
+/// One user's membership version: bumped, and its waiters woken, on every
+/// change. Small on purpose: every user with an open stream has one.
+#[derive(Default)]
+struct Watched {
+    version: AtomicU64,
+    notify: Notify,
+}
+
+impl Watched {
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
+/// What a stream holds to learn that its user's memberships changed.
+pub struct MemberWatch {
+    watched: Arc<Watched>,
+    seen: u64,
+}
+
+impl MemberWatch {
+    /// Waits for a change after the last one seen (or the watch began).
+    pub async fn changed(&mut self) {
+        loop {
+            let notified = self.watched.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the version is read: a change between the
+            // two still wakes it.
+            notified.as_mut().enable();
+            let version = self.watched.version.load(Ordering::Acquire);
+            if version != self.seen {
+                self.seen = version;
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a change came after the last one seen.
+    pub fn has_changed(&self) -> bool {
+        self.watched.version.load(Ordering::Acquire) != self.seen
+    }
+
+    /// Takes every change so far as seen.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.watched.version.load(Ordering::Acquire);
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,16 +151,25 @@ impl Memberships {
         Ok(set)
     }
 
-    /// A receiver that changes whenever the user's memberships do.
-    pub fn watch(&self, tenant: &str, user_id: &str) -> watch::Receiver<u64> {
+    /// How many changes (any user's) this node has taken in: a reader that
+    /// sees it unmoved knows nothing it read of memberships since is stale,
+    /// and one that saw it move before it began watching knows to look again.
+    pub fn version(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// A watch that wakes whenever the user's memberships change.
+    pub fn watch(&self, tenant: &str, user_id: &str) -> MemberWatch {
         let mut watched = self.watched.lock().expect("watched lock");
         if watched.len() >= CAPACITY {
-            watched.retain(|_, sender| sender.receiver_count() > 0);
+            watched.retain(|_, shared| Arc::strong_count(shared) > 1);
         }
-        watched
+        let watched = watched
             .entry((tenant.to_string(), user_id.to_string()))
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+            .or_default()
+            .clone();
+        let seen = watched.version.load(Ordering::Acquire);
+        MemberWatch { watched, seen }
     }
 
     /// Forgets what is cached of a user and tells their streams.
@@ -122,11 +181,11 @@ impl Memberships {
             cache.remove(&key);
         }
         let mut watched = self.watched.lock().expect("watched lock");
-        if let Some(sender) = watched.get(&key) {
-            if sender.receiver_count() == 0 {
+        if let Some(shared) = watched.get(&key) {
+            if Arc::strong_count(shared) == 1 {
                 watched.remove(&key);
             } else {
-                sender.send_modify(|version| *version += 1);
+                shared.bump();
             }
         }
     }
@@ -144,5 +203,49 @@ impl Memberships {
                 self.changed(&event.tenant, &change.user_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(shared: &Arc<Watched>) -> MemberWatch {
+        MemberWatch {
+            watched: shared.clone(),
+            seen: shared.version.load(Ordering::Acquire),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_wakes_once_per_change_it_has_not_seen() {
+        let shared = Arc::new(Watched::default());
+        let mut watch = watch(&shared);
+        assert!(!watch.has_changed());
+        // A change before the wait begins is not lost.
+        shared.bump();
+        assert!(watch.has_changed());
+        tokio::time::timeout(Duration::from_secs(5), watch.changed())
+            .await
+            .expect("a change made before waiting wakes the wait");
+        assert!(!watch.has_changed());
+        // Nothing new: the wait goes on.
+        let waited = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+        assert!(waited.is_err(), "woken without a change");
+        // A change while waiting wakes it.
+        let waiter = tokio::spawn(async move {
+            watch.changed().await;
+            watch
+        });
+        tokio::task::yield_now().await;
+        shared.bump();
+        let mut watch = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("a change while waiting wakes the wait")
+            .expect("waiter");
+        // Seen without waiting: taken as seen.
+        shared.bump();
+        watch.mark_seen();
+        assert!(!watch.has_changed());
     }
 }

@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Channel, ChannelError, Namespaces};
@@ -40,7 +39,7 @@ use crate::event::Event;
 use crate::expiry::{Notice, TokenExpiry};
 use crate::identity::Identity;
 use crate::inbox::conversations::NAMESPACE as CONVERSATIONS;
-use crate::inbox::memberships::{MemberSet, Memberships};
+use crate::inbox::memberships::{MemberSet, MemberWatch, Memberships};
 use crate::limits::{ConnectionLimiter, Limits, Rate, StreamSlot, check_connection};
 use crate::log::{EventLog, Opened, Reader};
 use crate::metrics::{Delivery, GaugeGuard, Metrics};
@@ -183,7 +182,7 @@ pub struct Stream {
     /// event yet: its first subscription takes the user's inbox along.
     fresh: bool,
     /// Changes when the user's memberships do (not for service tokens).
-    memberships: Option<watch::Receiver<u64>>,
+    memberships: Option<MemberWatch>,
     /// A membership change was seen and is not applied yet.
     resync: bool,
     /// Events read while a membership change was pending: delivered once it
@@ -224,13 +223,11 @@ impl Sessions {
     /// The user's inbox: their own channel, then the conversations they are
     /// members of (at most [`MAX_INBOX_CONVERSATIONS`], latest joined first).
     pub(crate) async fn inbox(&self, who: &Identity) -> Result<Vec<Channel>, Error> {
-        let mut inbox = vec![Channel::user(&who.user_id)];
         if who.is_service {
-            return Ok(inbox);
+            return Ok(inbox_of(who, None));
         }
         let members = self.memberships.of(&who.tenant, &who.user_id).await?;
-        inbox.extend(conversations(&members));
-        Ok(inbox)
+        Ok(inbox_of(who, Some(&members)))
     }
 
     /// Opens a stream. An SSE stream subscribes to `channels` from `cursor`
@@ -632,7 +629,7 @@ impl Stream {
     fn membership_pending(&self) -> bool {
         self.memberships
             .as_ref()
-            .is_some_and(|w| w.has_changed().unwrap_or(false))
+            .is_some_and(MemberWatch::has_changed)
     }
 
     /// The next item; `None` once the stream has ended. Cancel-safe: a
@@ -667,7 +664,7 @@ impl Stream {
             }
             if self.resync {
                 if let Some(watch) = &mut self.memberships {
-                    watch.borrow_and_update();
+                    watch.mark_seen();
                 }
                 match Box::pin(self.memberships_changed()).await {
                     Ok(items) => {
@@ -685,11 +682,8 @@ impl Stream {
             let item = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Some(Item::Shutdown),
-                changed = changed(&mut self.memberships) => {
-                    match changed {
-                        Ok(()) => self.resync = true,
-                        Err(_) => self.memberships = None,
-                    }
+                () = changed(&mut self.memberships) => {
+                    self.resync = true;
                     None
                 }
                 notice = self.expiry.next() => Some(match notice {
@@ -745,11 +739,21 @@ pub fn connection_id_or_new(named: Option<String>) -> Result<String, Error> {
 }
 
 /// Waits for a change of the memberships watched, forever without one.
-async fn changed(watch: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+async fn changed(watch: &mut Option<MemberWatch>) {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,
     }
+}
+
+/// The inbox of a user whose memberships are `members` (none for a
+/// service): their own channel, then their conversations.
+fn inbox_of(who: &Identity, members: Option<&MemberSet>) -> Vec<Channel> {
+    let mut inbox = vec![Channel::user(&who.user_id)];
+    if let Some(members) = members {
+        inbox.extend(conversations(members));
+    }
+    inbox
 }
 
 /// The conversations of a member set with the log id each membership began

@@ -84,13 +84,18 @@ impl Sessions {
         } else {
             policy::plan(&self.namespaces, who, &req.channels, &[])?
         };
-        for channel in self.inbox(who).await? {
+        // What is read of memberships from here on is current while this
+        // count stands still.
+        let version = self.memberships.version();
+        let members = match who.is_service {
+            true => None,
+            false => Some(self.memberships.of(&who.tenant, &who.user_id).await?),
+        };
+        for channel in super::inbox_of(who, members.as_deref()) {
             if !plan.granted.contains(&channel) {
                 plan.granted.push(channel);
             }
         }
-        let mut memberships =
-            (!who.is_service).then(|| self.memberships.watch(&who.tenant, &who.user_id));
         let rate = self.limits.check(who, Rate::Poll)?;
         let Opened { mut reader, reset } = self
             .log
@@ -105,9 +110,15 @@ impl Sessions {
         if events.is_empty() && !timeout.is_zero() && !self.shutdown.is_cancelled() {
             let _waiting = self.metrics.poll_waiting();
             let waited_from = std::time::Instant::now();
+            // Watched only by a poll that waits; a change taken in before
+            // the watch began ends the wait at once, as one after it does.
+            let mut memberships =
+                (!who.is_service).then(|| self.memberships.watch(&who.tenant, &who.user_id));
+            let moved = self.memberships.version() != version;
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
-                Ok(()) = super::changed(&mut memberships) => {}
+                _ = std::future::ready(()), if moved => {}
+                () = super::changed(&mut memberships) => {}
                 waited = tokio::time::timeout(timeout, reader.next(limit + 1)) => {
                     if let Ok(got) = waited {
                         events = got?;
@@ -128,7 +139,10 @@ impl Sessions {
         if !who.is_service && last_poll_id > req.last_poll_id {
             // A conversation joined while the poll ran is read from its
             // `member.added` by the next poll: stop this answer before it.
-            if let Some(joined) = self.joined_since(who, &plan.granted, last_poll_id).await?
+            let current = members.filter(|_| self.memberships.version() == version);
+            if let Some(joined) = self
+                .joined_since(who, &plan.granted, last_poll_id, current)
+                .await?
                 && joined <= last_poll_id
             {
                 let cap = joined.saturating_sub(1).max(req.last_poll_id);
@@ -162,7 +176,9 @@ impl Sessions {
     /// this node has taken in every event through `through`, the cache
     /// holds every such join (each `member.added` went through the
     /// observer before the hub's head passed it), so no storage read is
-    /// needed: the common case, and one read less per answered poll.
+    /// needed: the common case, and one read less per answered poll
+    /// (`current`, when given, is that cache entry, read by the caller
+    /// while no change was taken in since).
     /// Otherwise (a reader that caught up from storage ahead of this node's
     /// hub) storage answers.
     async fn joined_since(
@@ -170,10 +186,14 @@ impl Sessions {
         who: &Identity,
         followed: &[crate::channel::Channel],
         through: u64,
+        current: Option<Arc<super::MemberSet>>,
     ) -> Result<Option<u64>, Error> {
         let from_cache = self.log.head() >= through;
         let members = if from_cache {
-            self.memberships.of(&who.tenant, &who.user_id).await?
+            match current {
+                Some(members) => members,
+                None => self.memberships.of(&who.tenant, &who.user_id).await?,
+            }
         } else {
             let rows = self
                 .log
