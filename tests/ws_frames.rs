@@ -187,6 +187,12 @@ async fn refused_frames_close_with_rfc_6455_codes(backend: Backend) {
     head.extend_from_slice(&MASK);
     ws.stream.write_all(&head).await.unwrap();
     assert_eq!(ws.close_code().await, 1009, "a 2 MiB frame");
+    // Sent whole (more than the socket buffers hold), its payload still
+    // arriving as the server closes: the client reads the close frame,
+    // not a reset.
+    let mut ws = Raw::open(&server, &alice).await;
+    ws.send(0x82, &vec![0u8; 8 << 20], true).await;
+    assert_eq!(ws.close_code().await, 1009, "an 8 MiB frame sent whole");
     still_serving(&server).await;
 }
 

@@ -13,7 +13,9 @@
 //! shut and whatever the client still sends is read and discarded, for at
 //! most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
 //! bytes makes the kernel send a reset, and a client still writing its body
-//! would lose the answer to it.
+//! would lose the answer to it. A socket dropped without a shutdown (an
+//! upgraded WebSocket closing) lingers the same way, from a task of its own,
+//! when the client's bytes wait unread.
 //!
 //! Invariants: a connection's [`Ticket`] lives exactly as long as this
 //! socket (an upgraded WebSocket carries it along); a connection dropped
@@ -49,7 +51,8 @@ pub struct Socket {
     /// Set once the write side is shut: until when, and how many more
     /// bytes, the client's leftovers are discarded.
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
-    _ticket: Ticket,
+    /// Held to the end, or handed to a lingering close (see `Drop`).
+    ticket: Option<Ticket>,
 }
 
 impl Socket {
@@ -60,7 +63,7 @@ impl Socket {
             state,
             replacing: None,
             linger: None,
-            _ticket: ticket,
+            ticket: Some(ticket),
         }
     }
 
@@ -242,6 +245,59 @@ impl Drop for Socket {
             );
             let _ = self.stream.try_write(&answer);
         }
+        // What is left of a linger begun and not seen through (its closer
+        // gave up on it), or a whole one.
+        let (until, left) = match &self.linger {
+            None => (tokio::time::Instant::now() + LINGER_TIME, LINGER_BYTES),
+            Some((until, left)) => (until.deadline(), *left),
+        };
+        if left > 0 && until > tokio::time::Instant::now() {
+            self.linger_detached(until, left);
+        }
+    }
+}
+
+impl Socket {
+    /// Closing without a shutdown seen through (an upgraded WebSocket that
+    /// refused a frame too big, say, is dropped), while the client's bytes
+    /// wait unread, would reset the connection and lose what was written to
+    /// it. Then a task takes a duplicate of the socket and the connection's
+    /// ticket, shuts the write side, and discards what arrives until
+    /// `until` or for `left` bytes. Nothing waiting: closed at once.
+    fn linger_detached(&mut self, until: tokio::time::Instant, mut left: usize) {
+        // A duplicate of the descriptor, so that a peek (which tokio's
+        // cached readiness cannot answer) needs neither ownership nor
+        // `unsafe`; closed at once when nothing waits.
+        let Ok(descriptor) = std::os::fd::AsFd::as_fd(&self.stream).try_clone_to_owned() else {
+            return;
+        };
+        let duplicate = std::net::TcpStream::from(descriptor);
+        if !matches!(duplicate.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let _entered = runtime.enter();
+        let Ok(mut stream) = TcpStream::from_std(duplicate) else {
+            return;
+        };
+        let ticket = self.ticket.take();
+        runtime.spawn(async move {
+            let _ticket = ticket;
+            let _ = tokio::time::timeout_at(until, async {
+                tokio::io::AsyncWriteExt::shutdown(&mut stream).await?;
+                let mut scratch = [0u8; 4096];
+                while left > 0 {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await? {
+                        0 => break,
+                        n => left = left.saturating_sub(n),
+                    }
+                }
+                io::Result::Ok(())
+            })
+            .await;
+        });
     }
 }
 
