@@ -75,39 +75,22 @@ async fn sse(
         .open_stream(who, Transport::Sse, &requested, cursor, query.connection_id)
         .await?;
     let request_id = current_request_id();
-    // Only this moves into the stream: it lives as long as the connection.
-    let half = app.keepalive / 2;
+    // A `: ping` when nothing was written for half the interval, timed by
+    // the stream's one timer (its token expiry's).
+    stream.keep_alive(app.keepalive);
     drop(app);
+    // Only this moves into the stream: it lives as long as the connection.
     let body = async_stream::stream! {
-        // One timer for keep-alives, not one per wake-up: it ticks every half
-        // interval and a ping goes out when nothing was written since the
-        // last tick, so an idle stream hears from us at least once an interval.
-        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut wrote = false;
         yield Ok::<Bytes, Infallible>(Bytes::from_static(b"retry: 2000\n\n"));
-        loop {
-            tokio::select! {
-                biased;
-                item = stream.next() => match item {
-                    Some(Item::Events(events)) => {
-                        wrote = true;
-                        yield Ok(frames(&events));
-                    }
-                    Some(item) => {
-                        wrote = true;
-                        if let Some(message) = item.control_json(&request_id) {
-                            yield Ok(Bytes::from(format!("data: {message}\n\n")));
-                        }
-                    }
-                    None => break,
+        while let Some(item) = stream.next().await {
+            yield Ok(match item {
+                Item::Events(events) => frames(&events),
+                Item::Quiet => Bytes::from_static(b": ping\n\n"),
+                item => match item.control_json(&request_id) {
+                    Some(message) => Bytes::from(format!("data: {message}\n\n")),
+                    None => continue,
                 },
-                _ = keepalive.tick() => {
-                    if !std::mem::take(&mut wrote) {
-                        yield Ok(Bytes::from_static(b": ping\n\n"));
-                    }
-                }
-            }
+            });
         }
     };
     let response = Response::builder()

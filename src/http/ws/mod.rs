@@ -171,6 +171,8 @@ impl Connection {
                             _ => Step::Close(None),
                         }
                     }
+                    // Never asked for here: pings have their own timer.
+                    Some(Item::Quiet) => Step::Continue,
                     Some(item) => {
                         let message = item.control_json(&id).unwrap_or_default();
                         let sent = send(&mut tx, codec.encode(&message), deadline).await;

@@ -33,22 +33,38 @@ pub const CAPACITY: usize = 65_536;
 
 pub use crate::identity::MemberSet;
 
-type UserKey = (String, String);
+/// A user of a tenant, as one string (one allocation per user kept).
+fn user_key(tenant: &str, user_id: &str) -> Box<str> {
+    format!("{tenant}\u{1f}{user_id}").into_boxed_str()
+}
 
-struct Cached {
-    set: Arc<MemberSet>,
-    loaded: Instant,
+/// What is kept of one user: their memberships as last read, and the
+/// version their open streams watch. Either may be missing.
+#[derive(Default)]
+struct User {
+    cached: Option<(Arc<MemberSet>, Instant)>,
+    watched: Option<Arc<Watched>>,
+}
+
+impl User {
+    /// Whether a stream still watches this user.
+    fn is_watched(&self) -> bool {
+        self.watched
+            .as_ref()
+            .is_some_and(|w| Arc::strong_count(w) > 1)
+    }
 }
 
 pub struct Memberships {
     storage: Arc<dyn Storage>,
-    /// A std mutex: held to look up, insert or drop, never across `.await`.
-    cache: Mutex<HashMap<UserKey, Cached>>,
-    /// Users with open streams, and the version their streams watch.
-    watched: Mutex<HashMap<UserKey, Arc<Watched>>>,
+    /// Cached memberships and watches, per user. A std mutex: held to look
+    /// up, insert or drop, never across `.await`.
+    users: Mutex<HashMap<Box<str>, User>>,
     /// Counts changes (any user's): a storage read that one overtook may
     /// miss it and is not cached.
     changes: AtomicU64,
+    /// The set of every user who is a member of nothing, shared.
+    none: Arc<MemberSet>,
 }
 
 /// One user's membership version: bumped, and its waiters woken, on every
@@ -111,43 +127,42 @@ impl Memberships {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
             storage,
-            cache: Mutex::default(),
-            watched: Mutex::default(),
+            users: Mutex::default(),
             changes: AtomicU64::new(0),
+            none: Arc::default(),
         }
     }
 
     /// The user's memberships, from the cache or storage.
     pub async fn of(&self, tenant: &str, user_id: &str) -> Result<Arc<MemberSet>, Error> {
-        let key = (tenant.to_string(), user_id.to_string());
-        if let Some(cached) = self.cache.lock().expect("cache lock").get(&key)
-            && cached.loaded.elapsed() < MAX_AGE
+        let key = user_key(tenant, user_id);
+        if let Some(User {
+            cached: Some((set, loaded)),
+            ..
+        }) = self.users.lock().expect("users lock").get(&key)
+            && loaded.elapsed() < MAX_AGE
         {
-            return Ok(cached.set.clone());
+            return Ok(set.clone());
         }
         let before = self.changes.load(Ordering::Acquire);
         let rows = self.storage.memberships(tenant, user_id).await?;
-        let set: Arc<MemberSet> = Arc::new(
-            rows.into_iter()
-                .map(|row| (row.channel, row.since_id))
-                .collect(),
-        );
-        let mut cache = self.cache.lock().expect("cache lock");
+        let set: Arc<MemberSet> = if rows.is_empty() {
+            self.none.clone()
+        } else {
+            Arc::new(
+                rows.into_iter()
+                    .map(|row| (row.channel, row.since_id))
+                    .collect(),
+            )
+        };
+        let mut users = self.users.lock().expect("users lock");
         if self.changes.load(Ordering::Acquire) != before {
             // A change was taken in while storage answered: this read may
             // predate it. Good for this caller, not for the next.
             return Ok(set);
         }
-        if cache.len() >= CAPACITY {
-            cache.clear();
-        }
-        cache.insert(
-            key,
-            Cached {
-                set: set.clone(),
-                loaded: Instant::now(),
-            },
-        );
+        make_room(&mut users);
+        users.entry(key).or_default().cached = Some((set.clone(), Instant::now()));
         Ok(set)
     }
 
@@ -160,13 +175,13 @@ impl Memberships {
 
     /// A watch that wakes whenever the user's memberships change.
     pub fn watch(&self, tenant: &str, user_id: &str) -> MemberWatch {
-        let mut watched = self.watched.lock().expect("watched lock");
-        if watched.len() >= CAPACITY {
-            watched.retain(|_, shared| Arc::strong_count(shared) > 1);
-        }
-        let watched = watched
-            .entry((tenant.to_string(), user_id.to_string()))
+        let mut users = self.users.lock().expect("users lock");
+        make_room(&mut users);
+        let watched = users
+            .entry(user_key(tenant, user_id))
             .or_default()
+            .watched
+            .get_or_insert_default()
             .clone();
         let seen = watched.version.load(Ordering::Acquire);
         MemberWatch { watched, seen }
@@ -174,19 +189,17 @@ impl Memberships {
 
     /// Forgets what is cached of a user and tells their streams.
     pub fn changed(&self, tenant: &str, user_id: &str) {
-        let key = (tenant.to_string(), user_id.to_string());
-        {
-            let mut cache = self.cache.lock().expect("cache lock");
-            self.changes.fetch_add(1, Ordering::AcqRel);
-            cache.remove(&key);
-        }
-        let mut watched = self.watched.lock().expect("watched lock");
-        if let Some(shared) = watched.get(&key) {
-            if Arc::strong_count(shared) == 1 {
-                watched.remove(&key);
-            } else {
-                shared.bump();
-            }
+        let key = user_key(tenant, user_id);
+        let mut users = self.users.lock().expect("users lock");
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        let Some(user) = users.get_mut(&key) else {
+            return;
+        };
+        user.cached = None;
+        if user.is_watched() {
+            user.watched.as_ref().expect("watched").bump();
+        } else {
+            users.remove(&key);
         }
     }
 
@@ -203,6 +216,17 @@ impl Memberships {
                 self.changed(&event.tenant, &change.user_id);
             }
         }
+    }
+}
+
+/// Keeps the map within [`CAPACITY`] users: past it every cached set goes,
+/// and only users with open streams stay.
+fn make_room(users: &mut HashMap<Box<str>, User>) {
+    if users.len() >= CAPACITY {
+        users.retain(|_, user| {
+            user.cached = None;
+            user.is_watched()
+        });
     }
 }
 

@@ -36,7 +36,7 @@ use crate::channel::{Channel, ChannelError, Namespaces};
 use crate::clock::now_ms;
 use crate::error::{Error, RateInfo};
 use crate::event::Event;
-use crate::expiry::{Notice, TokenExpiry};
+use crate::expiry::{Notice, StreamTimer};
 use crate::identity::Identity;
 use crate::inbox::conversations::NAMESPACE as CONVERSATIONS;
 use crate::inbox::memberships::{MemberSet, MemberWatch, Memberships};
@@ -82,6 +82,9 @@ pub enum Item {
     Shutdown,
     /// Reading the log failed: the stream ends with this error.
     Failed(Error),
+    /// Nothing went out for a while (only on streams that asked for a
+    /// heartbeat with [`Stream::keep_alive`]): send a keep-alive.
+    Quiet,
 }
 
 /// A `subscription` control message's content.
@@ -103,10 +106,11 @@ pub struct Subscribed {
 
 impl Item {
     /// The control message's JSON (PROTOCOL §3 control messages), for any
-    /// item but events.
+    /// item but events and [`Item::Quiet`] (each transport has its own
+    /// keep-alive).
     pub fn control_json(&self, request_id: &str) -> Option<Value> {
         Some(match self {
-            Item::Events(_) => return None,
+            Item::Events(_) | Item::Quiet => return None,
             Item::Subscription(s) => {
                 let mut message = json!({
                     "type": "subscription",
@@ -175,7 +179,8 @@ pub struct Stream {
     groups: Vec<Group>,
     /// Items due before anything else (the opening `subscription`, `reset`).
     pending: VecDeque<Item>,
-    expiry: TokenExpiry,
+    /// Token expiry notices and, when asked for, the heartbeat.
+    timer: StreamTimer,
     /// Subscription changes after the opening one, when limited.
     changes: Option<(u32, ConnectionLimiter)>,
     /// A WebSocket stream that has neither subscribed nor delivered an
@@ -285,7 +290,7 @@ impl Sessions {
         }
         let stream = Stream {
             changes: self.limits.subscription_limiter(&who),
-            expiry: TokenExpiry::new(who.expires_at),
+            timer: StreamTimer::new(who.expires_at, None),
             id: connection_id,
             groups: vec![Group {
                 channels: granted,
@@ -318,6 +323,12 @@ impl Stream {
     /// The connection's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Asks for [`Item::Quiet`] whenever nothing went out for `every`
+    /// (SSE keep-alives), on the stream's one timer.
+    pub fn keep_alive(&mut self, every: std::time::Duration) {
+        self.timer.keep_alive(every);
     }
 
     /// Who the stream belongs to.
@@ -645,6 +656,7 @@ impl Stream {
                     // An idle stream keeps no room for items it no longer has.
                     self.pending = VecDeque::new();
                 }
+                self.timer.active();
                 return Some(item);
             }
             if self.refollow {
@@ -686,9 +698,10 @@ impl Stream {
                     self.resync = true;
                     None
                 }
-                notice = self.expiry.next() => Some(match notice {
+                notice = self.timer.next() => Some(match notice {
                     Notice::Expiring { expires_in } => Item::TokenExpiring { expires_in },
                     Notice::Expired => Item::TokenExpired,
+                    Notice::Quiet => Item::Quiet,
                 }),
                 events = next_batch(&mut self.groups) => match events {
                     Ok(mut events) => {
@@ -717,6 +730,9 @@ impl Stream {
             };
             if let Some(item) = item {
                 self.finished = item.is_last();
+                if !matches!(item, Item::Quiet) {
+                    self.timer.active();
+                }
                 return Some(item);
             }
         }
