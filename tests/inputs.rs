@@ -295,6 +295,15 @@ async fn whole_number_floats_are_integers(backend: Backend) {
     )
     .await;
     assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
+    // A large whole float is read exactly, not rounded to a fraction.
+    let (status, body) = post(
+        &server,
+        "/realtime/publish",
+        &alice,
+        publish(json!(4_425_569_391_855_582.0_f64)),
+    )
+    .await;
+    assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
 
     let (status, body) = post(
         &server,

@@ -165,6 +165,12 @@ mod tests {
         // From text too, where the float is parsed by serde_json itself.
         let b: Body = serde_json::from_str(r#"{"n": 1e2, "m": 7.0}"#).unwrap();
         assert_eq!((b.n, b.m), (100, Some(7)));
+        // Large whole floats read exactly (serde_json's fast float parser
+        // read this one as ...582.5 and refused it).
+        let b: Body = serde_json::from_str(r#"{"n": 1, "m": 4425569391855582.0}"#).unwrap();
+        assert_eq!(b.m, Some(4_425_569_391_855_582));
+        let b: Body = serde_json::from_str(r#"{"n": 9007199254740992.0}"#).unwrap();
+        assert_eq!(b.n, 9_007_199_254_740_992);
     }
 
     #[test]
