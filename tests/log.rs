@@ -102,7 +102,7 @@ async fn evicted_feeds_fall_back_to_storage_with_nothing_lost(backend: Backend) 
             hub.clone(),
             storage.clone(),
             "t",
-            vec![format!("feed:{channel}")],
+            &[Channel::parse(&format!("feed:{channel}")).unwrap()],
             Some(cursor),
         );
         reader

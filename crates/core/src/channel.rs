@@ -40,6 +40,12 @@ impl Channel {
         }
     }
 
+    /// A name taken from a channel parsed before (a reader's own, say):
+    /// not checked again.
+    pub(crate) fn known(name: &str) -> Self {
+        Self(name.to_string())
+    }
+
     pub fn namespace(&self) -> &str {
         self.0.split_once(':').map_or(&self.0, |(ns, _)| ns)
     }

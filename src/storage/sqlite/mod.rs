@@ -41,6 +41,13 @@ use tx::{Conn, SqliteTx};
 
 /// Reader threads for a database file.
 const READERS: usize = 4;
+/// Each reader's page cache, KiB (SQLite's default is 2,000). Readers
+/// serve the log's tail (recent events are in the hub's memory anyway),
+/// short lookups and the presence sweep, which walks every online user
+/// and would otherwise leave each reader holding its own copy of those
+/// tables; the operating system's file cache still keeps the pages, and
+/// the writer keeps the default cache for its indexes.
+const READER_CACHE_KIB: i64 = 256;
 /// How long a connection waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -173,6 +180,7 @@ impl Sqlite {
                 db.busy_timeout(BUSY_TIMEOUT)?;
                 // Readers never write: writes go through the one writer.
                 db.pragma_update(None, "query_only", true)?;
+                db.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
                 Ok(db)
             })?),
             None => None,

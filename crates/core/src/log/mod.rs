@@ -137,7 +137,6 @@ impl EventLog {
         channels: &[Channel],
         cursor: Option<u64>,
     ) -> Result<Opened, Error> {
-        let channels: Vec<String> = channels.iter().map(|c| c.as_str().to_string()).collect();
         let (mut reader, head, covered) = Reader::register(
             self.hub.clone(),
             self.storage.clone(),
@@ -159,7 +158,7 @@ impl EventLog {
                 // them can have been missed: no need to ask storage.
                 reset = self
                     .storage
-                    .expired_cursor(tenant, &reader.channels, cursor)
+                    .expired_cursor(tenant, &names(channels), cursor)
                     .await?;
             }
         }
@@ -174,10 +173,9 @@ impl EventLog {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, Error> {
-        let channels: Vec<String> = channels.iter().map(|c| c.as_str().to_string()).collect();
         Ok(self
             .storage
-            .read_since(tenant, &channels, since_ms, limit)
+            .read_since(tenant, &names(channels), since_ms, limit)
             .await?)
     }
 
@@ -193,6 +191,11 @@ impl EventLog {
             let _ = writer.await;
         }
     }
+}
+
+/// Channels' names, as storage takes them.
+fn names(channels: &[Channel]) -> Vec<String> {
+    channels.iter().map(|c| c.as_str().to_string()).collect()
 }
 
 /// What the writer's answer to one append means for its caller.

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::hub::{Hub, feed_key};
 use super::pruner;
+use crate::channel::Channel;
 use crate::event::Event;
 use crate::storage::{Storage, StorageError};
 
@@ -22,7 +23,8 @@ pub struct Reader {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) stream_id: u64,
     pub(super) tenant: String,
-    pub(super) channels: Vec<String>,
+    /// The hub's keys of the channels (`feed_key`): the channels' names
+    /// are their tails, so a reader keeps one copy of each.
     pub(super) keys: Vec<String>,
     /// Woken by the hub when one of the channels gets an event.
     pub(super) notify: Arc<Notify>,
@@ -42,10 +44,13 @@ impl Reader {
         hub: Arc<Hub>,
         storage: Arc<dyn Storage>,
         tenant: &str,
-        channels: Vec<String>,
+        channels: &[Channel],
         cursor: Option<u64>,
     ) -> (Reader, u64, bool) {
-        let keys: Vec<String> = channels.iter().map(|c| feed_key(tenant, c)).collect();
+        let keys: Vec<String> = channels
+            .iter()
+            .map(|c| feed_key(tenant, c.as_str()))
+            .collect();
         let stream_id = NEXT_READER.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
         let (head, covered) = hub.register(stream_id, &keys, &notify, cursor.unwrap_or(u64::MAX));
@@ -54,7 +59,6 @@ impl Reader {
             storage,
             stream_id,
             tenant: tenant.to_string(),
-            channels,
             keys,
             notify,
             position: cursor.unwrap_or(head),
@@ -68,8 +72,9 @@ impl Reader {
     }
 
     /// The channels followed.
-    pub fn channels(&self) -> &[String] {
-        &self.channels
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        let tail = self.tenant.len() + 1;
+        self.keys.iter().map(move |key| &key[tail..])
     }
 
     /// Up to `max` events after the position, without waiting (may be empty).
@@ -82,9 +87,10 @@ impl Reader {
         let passes = pruner::passes();
         let head = self.hub.head();
         let after = self.position;
+        let channels: Vec<String> = self.channels().map(str::to_string).collect();
         let events = self
             .storage
-            .read(&self.tenant, &self.channels, after, max)
+            .read(&self.tenant, &channels, after, max)
             .await?;
         let last = events.last().map_or(after, |e| e.id);
         // Everything up to `head` was committed before the read began, so an
@@ -102,11 +108,11 @@ impl Reader {
         if self.hub.would_seed(&self.keys, after, position)
             && let Ok(None) = self
                 .storage
-                .expired_cursor(&self.tenant, &self.channels, after)
+                .expired_cursor(&self.tenant, &channels, after)
                 .await
         {
             self.hub
-                .seed(&self.keys, &self.channels, after, position, &events, passes);
+                .seed(&self.keys, &channels, after, position, &events, passes);
         }
         // Only now: a fetch cancelled at an `.await` moves nothing.
         self.position = position;

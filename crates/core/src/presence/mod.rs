@@ -66,14 +66,22 @@ struct RecentAction {
 pub struct PresenceGuard {
     presence: Arc<Presence>,
     user: UserKey,
-    session_id: String,
+    /// Kept as its 16 bytes (every open stream holds one), written out
+    /// where storage and the rooms take it.
+    session_id: uuid::Uuid,
+}
+
+impl PresenceGuard {
+    pub(crate) fn session_id(&self) -> String {
+        self.session_id.to_string()
+    }
 }
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         let presence = self.presence.clone();
         let user = self.user.clone();
-        let session_id = std::mem::take(&mut self.session_id);
+        let session_id = self.session_id();
         // Drop cannot wait; a failure here only delays "offline" until the node's heartbeat lapses.
         tokio::spawn(async move {
             let expires_at = now_ms() + presence.ttl.as_millis() as i64;
@@ -165,7 +173,8 @@ impl Presence {
         }
         let user = key(who);
         let now = now_ms();
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let id = uuid::Uuid::new_v4();
+        let session_id = id.to_string();
         self.storage
             .heartbeat_node(&self.node_id, self.expiry(now))
             .await?;
@@ -183,7 +192,7 @@ impl Presence {
         Ok(Some(PresenceGuard {
             presence: self.clone(),
             user,
-            session_id,
+            session_id: id,
         }))
     }
 

@@ -68,7 +68,8 @@ impl Presence {
         guard: &PresenceGuard,
         channels: &[Channel],
     ) -> Result<(), Error> {
-        self.enter(who, &guard.session_id, channels, now_ms()).await
+        self.enter(who, &guard.session_id(), channels, now_ms())
+            .await
     }
 
     /// Announces the rooms users left (from the sweep).

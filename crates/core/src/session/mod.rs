@@ -51,9 +51,13 @@ pub const BATCH: usize = 256;
 /// Most conversations a stream follows by itself, the latest joined first.
 pub const MAX_INBOX_CONVERSATIONS: usize = 200;
 
-/// What a stream's subscriptions need; cheap to clone.
+/// What a stream's subscriptions need; cheap to clone: one shared
+/// pointer, so every open stream keeps one word for it.
 #[derive(Clone)]
-pub struct Sessions {
+pub struct Sessions(Arc<Shared>);
+
+/// What [`Sessions`] shares.
+pub struct Shared {
     pub(crate) log: Arc<EventLog>,
     pub(crate) namespaces: Arc<Namespaces>,
     pub(crate) limits: Arc<Limits>,
@@ -164,10 +168,21 @@ pub enum Transport {
     WebSocket,
 }
 
-/// One subscription's channels and their reader.
+/// One subscription: its reader, which keeps the channels followed (one
+/// copy of the names per stream).
 struct Group {
-    channels: Vec<Channel>,
     reader: Reader,
+}
+
+impl Group {
+    fn follows(&self, channel: &Channel) -> bool {
+        self.reader.channels().any(|c| c == channel.as_str())
+    }
+
+    /// The channels followed, as channels.
+    fn followed(&self) -> Vec<Channel> {
+        self.reader.channels().map(Channel::known).collect()
+    }
 }
 
 /// An open stream of one caller.
@@ -181,8 +196,9 @@ pub struct Stream {
     pending: VecDeque<Item>,
     /// Token expiry notices and, when asked for, the heartbeat.
     timer: StreamTimer,
-    /// Subscription changes after the opening one, when limited.
-    changes: Option<(u32, ConnectionLimiter)>,
+    /// Subscription changes after the opening one, when limited (only a
+    /// WebSocket changes them; boxed, as idle SSE streams hold none).
+    changes: Option<Box<(u32, ConnectionLimiter)>>,
     /// A WebSocket stream that has neither subscribed nor delivered an
     /// event yet: its first subscription takes the user's inbox along.
     fresh: bool,
@@ -204,6 +220,14 @@ pub struct Stream {
     _gauge: GaugeGuard,
 }
 
+impl std::ops::Deref for Sessions {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl Sessions {
     pub fn new(
         log: Arc<EventLog>,
@@ -214,7 +238,7 @@ impl Sessions {
         memberships: Arc<Memberships>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             log,
             namespaces,
             limits,
@@ -222,7 +246,7 @@ impl Sessions {
             metrics,
             memberships,
             shutdown,
-        }
+        }))
     }
 
     /// The user's inbox: their own channel, then the conversations they are
@@ -289,13 +313,13 @@ impl Sessions {
             }
         }
         let stream = Stream {
-            changes: self.limits.subscription_limiter(&who),
+            changes: match transport {
+                Transport::Sse => None,
+                Transport::WebSocket => self.limits.subscription_limiter(&who).map(Box::new),
+            },
             timer: StreamTimer::new(who.expires_at, None),
             id: connection_id,
-            groups: vec![Group {
-                channels: granted,
-                reader,
-            }],
+            groups: vec![Group { reader }],
             pending,
             fresh: transport == Transport::WebSocket,
             memberships: (!who.is_service)
@@ -337,16 +361,13 @@ impl Stream {
     }
 
     fn followed(&self) -> Vec<Channel> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.channels.iter().cloned())
-            .collect()
+        self.groups.iter().flat_map(|g| g.followed()).collect()
     }
 
     fn followed_names(&self) -> Vec<String> {
         self.groups
             .iter()
-            .flat_map(|g| g.channels.iter().map(|c| c.as_str().to_string()))
+            .flat_map(|g| g.reader.channels().map(str::to_string))
             .collect()
     }
 
@@ -393,7 +414,6 @@ impl Stream {
                 .await?;
             reset = opened.reset;
             self.groups.push(Group {
-                channels: plan.granted.clone(),
                 reader: opened.reader,
             });
         }
@@ -435,7 +455,6 @@ impl Stream {
             .reader(&self.who.tenant, &granted, cursor)
             .await?;
         self.groups = vec![Group {
-            channels: granted.clone(),
             reader: opened.reader,
         }];
         self.refollow = true;
@@ -483,14 +502,13 @@ impl Stream {
     async fn regroup(&self, removed: &[Channel]) -> Result<Vec<(usize, Option<Group>)>, Error> {
         let mut changes = Vec::new();
         for (index, group) in self.groups.iter().enumerate() {
-            if !group.channels.iter().any(|c| removed.contains(c)) {
+            if !removed.iter().any(|c| group.follows(c)) {
                 continue;
             }
             let rest: Vec<Channel> = group
-                .channels
-                .iter()
+                .followed()
+                .into_iter()
                 .filter(|c| !removed.contains(c))
-                .cloned()
                 .collect();
             if rest.is_empty() {
                 changes.push((index, None));
@@ -501,13 +519,7 @@ impl Stream {
                 .log
                 .reader(&self.who.tenant, &rest, Some(group.reader.position()))
                 .await?;
-            changes.push((
-                index,
-                Some(Group {
-                    channels: rest,
-                    reader,
-                }),
-            ));
+            changes.push((index, Some(Group { reader })));
         }
         Ok(changes)
     }
@@ -558,15 +570,14 @@ impl Stream {
             let from = from.saturating_sub(1);
             let added: Vec<Channel> = joined.iter().map(|(c, _)| c.clone()).collect();
             let own = Channel::user(&self.who.user_id);
-            let inbox = self.groups.iter().position(|g| g.channels.contains(&own));
+            let inbox = self.groups.iter().position(|g| g.follows(&own));
             let (index, at, mut channels) = match inbox {
                 Some(i) => {
                     let group = &self.groups[i];
                     let kept = group
-                        .channels
-                        .iter()
+                        .followed()
+                        .into_iter()
                         .filter(|c| !removed.contains(c))
-                        .cloned()
                         .collect();
                     (Some(i), group.reader.position(), kept)
                 }
@@ -591,7 +602,7 @@ impl Stream {
                 .log
                 .reader(&self.who.tenant, &channels, Some(at))
                 .await?;
-            let group = Group { channels, reader };
+            let group = Group { reader };
             match index {
                 Some(i) => {
                     changes.retain(|(changed, _)| *changed != i);
