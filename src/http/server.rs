@@ -108,6 +108,7 @@ pub async fn serve(
             front: front.clone(),
             shutdown: shutdown.clone(),
             force: force.clone(),
+            tracker: tracker.clone(),
         }));
     }
     drop(listener);
@@ -136,13 +137,16 @@ struct Connection {
     shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: stop at once.
     force: CancellationToken,
+    /// Where the connection's serving task goes once its head is read.
+    tracker: TaskTracker,
 }
 
-/// Serves one connection.
-///
-/// This future lives as long as the connection, so it only ever holds
-/// pointers to the bigger phases (reading the head, hyper's connection):
-/// an inline phase keeps its space for the task's whole life.
+/// Opens one connection: reads its first head, then hands the connection
+/// to a task of its own that serves it (an SSE stream written straight to
+/// its socket, or hyper), and ends. A stream's task so holds only what
+/// serving needs, not this opening's state: an idle stream is mostly that
+/// task. The tracker counts the serving task before this one ends, so
+/// shutdown waits for both.
 async fn connection(c: Connection) {
     let Connection {
         mut stream,
@@ -153,6 +157,7 @@ async fn connection(c: Connection) {
         front,
         shutdown,
         force,
+        tracker,
     } = c;
     let opening = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -178,20 +183,19 @@ async fn connection(c: Connection) {
             // The head's bytes were parsed into `request`: holding them for
             // the stream's life would cost every idle stream their buffer.
             drop(read);
-            super::stream_socket::serve(
+            tracker.spawn(super::stream_socket::serve(
                 stream,
                 app,
                 request,
                 front.deadlines.write,
                 shutdown,
                 ticket,
-            )
-            .await;
+            ));
         }
         _ => {
             let state = front.connections.track(&ticket);
             let socket = Socket::new(read, stream, state.clone(), ticket);
-            hyper_connection(
+            tracker.spawn(hyper_connection(
                 socket,
                 state,
                 app,
@@ -199,8 +203,7 @@ async fn connection(c: Connection) {
                 front.deadlines,
                 shutdown,
                 force,
-            )
-            .await
+            ));
         }
     }
 }
