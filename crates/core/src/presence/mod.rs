@@ -49,8 +49,10 @@ pub struct Presence {
     recent_actions: std::sync::Mutex<std::collections::HashMap<UserKey, RecentAction>>,
 }
 
-/// A polling session: its user and its id (`poll`, or `poll:{connection}`).
-type PollSession = (UserKey, String);
+/// A polling session as one string: its tenant, user and id (`poll`, or
+/// `poll:{connection}`), so the check every poll makes costs one
+/// allocation.
+type PollSession = String;
 
 /// A user's client actions as this node knows them.
 struct RecentAction {
@@ -208,28 +210,32 @@ impl Presence {
         if who.is_service {
             return Ok(());
         }
-        let user = key(who);
         let now = now_ms();
-        let session_id = match connection_id {
-            Some(id) => format!("poll:{id}"),
-            None => "poll".to_string(),
-        };
         // A client polling back to back renews its session at most a few
         // times per TTL: the write is what keeps it online, not each poll
         // (unless the channels it reads changed).
         let renew_every = (self.ttl / 4).as_millis() as i64;
         {
+            let polling: PollSession = match connection_id {
+                Some(id) => format!("{}\u{1f}{}\u{1f}poll:{id}", who.tenant, who.user_id),
+                None => format!("{}\u{1f}{}\u{1f}poll", who.tenant, who.user_id),
+            };
             let mut recent = self.recent_polls.lock().expect("recent polls lock");
-            let entry = (user.clone(), session_id.clone());
-            match recent.get(&entry) {
-                Some((at, followed)) if now - at < renew_every && followed == channels => {
+            match recent.get_mut(&polling) {
+                Some((at, followed)) if now - *at < renew_every && followed == channels => {
                     return Ok(());
                 }
-                _ => {
-                    recent.insert(entry, (now, channels.to_vec()));
+                Some(entry) => *entry = (now, channels.to_vec()),
+                None => {
+                    recent.insert(polling, (now, channels.to_vec()));
                 }
             }
         }
+        let user = key(who);
+        let session_id = match connection_id {
+            Some(id) => format!("poll:{id}"),
+            None => "poll".to_string(),
+        };
         let session = Session {
             user: &user,
             session_id: &session_id,
