@@ -492,29 +492,38 @@ impl Hub {
     /// position they bring the reader to. `None` when memory no longer holds
     /// everything after `after` for one of the channels.
     pub fn read(&self, keys: &[String], after: u64, max: usize) -> Option<(Vec<Arc<Event>>, u64)> {
-        let inner = self.inner.lock().expect("hub lock");
-        let mut events: Vec<Arc<Event>> = Vec::new();
+        read_locked(&self.inner.lock().expect("hub lock"), keys, after, max)
+    }
+
+    /// A long poll's read without becoming a reader: the events after
+    /// `after` when memory holds every one of them and there is at least
+    /// one (`None` otherwise: register a reader, which reads storage or
+    /// waits). Seen as a use of each idle feed, as a reader leaving it is,
+    /// so feeds polled back to back are kept; a prune pass since the last
+    /// look empties idle rings first, as [`Self::register`] does.
+    pub fn peek(&self, keys: &[String], after: u64, max: usize) -> Option<(Vec<Arc<Event>>, u64)> {
+        let passes = pruner::passes();
+        let now = Instant::now();
+        let mut guard = self.inner.lock().expect("hub lock");
+        let inner = &mut *guard;
+        if inner.prune_passes != passes {
+            inner.forget();
+            inner.prune_passes = passes;
+        }
+        let (events, position) = read_locked(inner, keys, after, max)?;
+        if events.is_empty() {
+            return None;
+        }
+        inner.uses += 1;
+        let used = (inner.uses, now);
         for key in keys {
-            let feed = inner.feeds.get(key)?;
-            if after < feed.floor {
-                return None;
+            if let Some(feed) = inner.feeds.get_mut(key)
+                && feed.is_idle()
+            {
+                feed.used = used;
             }
-            let start = feed.recent.partition_point(|e| e.id <= after);
-            // One more than asked tells whether `max` cut the answer.
-            events.extend(feed.recent.range(start..).take(max + 1).cloned());
         }
-        if keys.len() > 1 {
-            events.sort_unstable_by_key(|e| e.id);
-            // An event on several of the channels is in each one's feed.
-            events.dedup_by_key(|e| e.id);
-        }
-        if events.len() > max {
-            events.truncate(max);
-            let position = events.last().map_or(after, |e| e.id);
-            Some((events, position))
-        } else {
-            Some((events, inner.head.max(after)))
-        }
+        Some((events, position))
     }
 
     /// Distinct streams on this node following any of `keys`.
@@ -542,6 +551,37 @@ impl Hub {
     /// Feeds kept without readers (for tests and metrics).
     pub fn idle_feeds(&self) -> usize {
         self.inner.lock().expect("hub lock").idle_feeds
+    }
+}
+
+/// [`Hub::read`] under the lock.
+fn read_locked(
+    inner: &Inner,
+    keys: &[String],
+    after: u64,
+    max: usize,
+) -> Option<(Vec<Arc<Event>>, u64)> {
+    let mut events: Vec<Arc<Event>> = Vec::new();
+    for key in keys {
+        let feed = inner.feeds.get(key)?;
+        if after < feed.floor {
+            return None;
+        }
+        let start = feed.recent.partition_point(|e| e.id <= after);
+        // One more than asked tells whether `max` cut the answer.
+        events.extend(feed.recent.range(start..).take(max + 1).cloned());
+    }
+    if keys.len() > 1 {
+        events.sort_unstable_by_key(|e| e.id);
+        // An event on several of the channels is in each one's feed.
+        events.dedup_by_key(|e| e.id);
+    }
+    if events.len() > max {
+        events.truncate(max);
+        let position = events.last().map_or(after, |e| e.id);
+        Some((events, position))
+    } else {
+        Some((events, inner.head.max(after)))
     }
 }
 

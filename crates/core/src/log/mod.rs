@@ -129,6 +129,24 @@ impl EventLog {
         writer::ingest(&self.hub, self.storage.as_ref(), events).await;
     }
 
+    /// Up to `max` events of `channels` in `tenant` after `cursor`, when
+    /// memory holds every one of them and there is at least one: a long
+    /// poll with events waiting is answered without a reader (no storage
+    /// read, no registration). `None`: open a [`Self::reader`].
+    pub fn recent(
+        &self,
+        tenant: &str,
+        channels: &[Channel],
+        cursor: u64,
+        max: usize,
+    ) -> Option<Vec<Arc<Event>>> {
+        let keys: Vec<String> = channels
+            .iter()
+            .map(|c| hub::feed_key(tenant, c.as_str()))
+            .collect();
+        self.hub.peek(&keys, cursor, max).map(|(events, _)| events)
+    }
+
     /// A reader of `channels` in `tenant`, from `cursor` (exclusive) or,
     /// without one, from the current end of the log.
     pub async fn reader(

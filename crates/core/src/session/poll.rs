@@ -97,17 +97,32 @@ impl Sessions {
             }
         }
         let rate = self.limits.check(who, Rate::Poll)?;
-        let Opened { mut reader, reset } = self
+        // One more than the limit tells whether the limit cut the answer.
+        // Events waiting in memory answer at once, without a reader; the
+        // cursor is then within what memory holds, so there is no reset.
+        let recent = self
             .log
-            .reader(&who.tenant, &plan.granted, Some(req.last_poll_id))
-            .await?;
+            .recent(&who.tenant, &plan.granted, req.last_poll_id, limit + 1);
+        let (mut events, mut reader, reset) = match recent {
+            Some(events) => (events, None, None),
+            None => {
+                let Opened { reader, reset } = self
+                    .log
+                    .reader(&who.tenant, &plan.granted, Some(req.last_poll_id))
+                    .await?;
+                (Vec::new(), Some(reader), reset)
+            }
+        };
         self.presence
             .polled(who, &plan.granted, connection_id.as_deref())
             .await?;
-
-        // One more than the limit tells whether the limit cut the answer.
-        let mut events = reader.fetch(limit + 1).await?;
-        if events.is_empty() && !timeout.is_zero() && !self.shutdown.is_cancelled() {
+        if let Some(reader) = &mut reader {
+            events = reader.fetch(limit + 1).await?;
+        }
+        if let Some(reader) = reader
+            .as_mut()
+            .filter(|_| events.is_empty() && !timeout.is_zero() && !self.shutdown.is_cancelled())
+        {
             let _waiting = self.metrics.poll_waiting();
             let waited_from = std::time::Instant::now();
             // Watched only by a poll that waits; a change taken in before
@@ -129,12 +144,14 @@ impl Sessions {
         }
         let mut has_more = events.len() > limit;
         events.truncate(limit);
-        let mut last_poll_id = match events.last() {
-            Some(last) => last.id,
+        let mut last_poll_id = match (events.last(), &reader) {
+            (Some(last), _) => last.id,
             // Never below the request's cursor, except after a reset for a
             // cursor beyond the end of the log, where following it would
             // skip ids to come.
-            None => reader.position(),
+            (None, Some(reader)) => reader.position(),
+            // (A poll answered from memory has events; this is for form.)
+            (None, None) => req.last_poll_id,
         };
         if !who.is_service && last_poll_id > req.last_poll_id {
             // A conversation joined while the poll ran is read from its

@@ -258,3 +258,36 @@ fn every_ring_together_stays_within_the_byte_budget() {
         "old events were trimmed"
     );
 }
+
+#[test]
+fn a_peek_answers_from_memory_only_with_events_and_counts_as_a_use() {
+    let hub = Hub::with_retention(
+        0,
+        Retention {
+            max_idle_feeds: 2,
+            ..Retention::default()
+        },
+    );
+    // No feed yet: a reader must register (and read storage).
+    assert!(hub.peek(&[key("a")], 0, 10).is_none());
+    visit(&hub, 1, &["a"]);
+    // A feed but nothing after the cursor: a reader must wait.
+    assert!(hub.peek(&[key("a")], 0, 10).is_none());
+    hub.ingest(&[event(1, "a"), event(2, "b"), event(3, "a")])
+        .unwrap();
+    let (events, position) = hub.peek(&[key("a")], 0, 10).expect("in memory");
+    assert_eq!((ids(&events), position), (vec![1, 3], 3));
+    // Cut by `max`, and a cursor past the events.
+    assert_eq!(ids(&hub.peek(&[key("a")], 0, 1).unwrap().0), [1]);
+    assert!(hub.peek(&[key("a")], 3, 10).is_none());
+    // A channel without a feed among others: not all in memory.
+    assert!(hub.peek(&[key("a"), key("z")], 0, 10).is_none());
+    // Peeked at, `a` is more recent than `b`, visited after it was.
+    visit(&hub, 2, &["b"]);
+    assert!(hub.peek(&[key("a")], 0, 10).is_some());
+    visit(&hub, 3, &["c"]);
+    assert!(hub.read(&[key("a")], 0, 10).is_some(), "a was used last");
+    assert!(hub.read(&[key("b")], 0, 10).is_none(), "b was least recent");
+    // Nothing was registered by peeking.
+    assert_eq!(hub.count_streams(&[key("a")]), 0);
+}
