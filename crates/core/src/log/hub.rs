@@ -159,6 +159,15 @@ impl Inner {
         self.idle_bytes = 0;
     }
 
+    /// [`Self::forget`], once per prune pass (`passes` is
+    /// [`pruner::passes`], read before the lock was taken).
+    fn forget_if_pruned(&mut self, passes: u64) {
+        if self.prune_passes != passes {
+            self.forget();
+            self.prune_passes = passes;
+        }
+    }
+
     /// Each feed's share of the byte budget.
     fn share(&self, retention: &Retention) -> usize {
         retention.max_bytes / self.feeds.len().max(1)
@@ -276,10 +285,7 @@ impl Hub {
         let passes = pruner::passes();
         let mut guard = self.inner.lock().expect("hub lock");
         let inner = &mut *guard;
-        if inner.prune_passes != passes {
-            inner.forget();
-            inner.prune_passes = passes;
-        }
+        inner.forget_if_pruned(passes);
         let head = inner.head;
         let mut covered = true;
         for key in keys {
@@ -506,10 +512,7 @@ impl Hub {
         let now = Instant::now();
         let mut guard = self.inner.lock().expect("hub lock");
         let inner = &mut *guard;
-        if inner.prune_passes != passes {
-            inner.forget();
-            inner.prune_passes = passes;
-        }
+        inner.forget_if_pruned(passes);
         let (events, position) = read_locked(inner, keys, after, max)?;
         if events.is_empty() {
             return None;
