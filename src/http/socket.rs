@@ -15,7 +15,7 @@
 //! bytes makes the kernel send a reset, and a client still writing its body
 //! would lose the answer to it. A socket dropped without a shutdown (an
 //! upgraded WebSocket closing) lingers the same way, from a task of its own,
-//! when the client's bytes wait unread.
+//! unless the client has closed its end.
 //!
 //! Invariants: a connection's [`Ticket`] lives exactly as long as this
 //! socket (an upgraded WebSocket carries it along); a connection dropped
@@ -259,11 +259,13 @@ impl Drop for Socket {
 
 impl Socket {
     /// Closing without a shutdown seen through (an upgraded WebSocket that
-    /// refused a frame too big, say, is dropped), while the client's bytes
-    /// wait unread, would reset the connection and lose what was written to
-    /// it. Then a task takes a duplicate of the socket and the connection's
-    /// ticket, shuts the write side, and discards what arrives until
-    /// `until` or for `left` bytes. Nothing waiting: closed at once.
+    /// refused a frame too big, say, is dropped) while the client still
+    /// sends would reset the connection and lose what was written to it.
+    /// So a task takes a duplicate of the socket and the connection's
+    /// ticket, shuts the write side, and discards what arrives until the
+    /// client closes, `until`, or `left` bytes. Nothing waiting unread is
+    /// no sign the client is done (the rest of its write may be on the
+    /// way); only a client that closed its end is closed at once.
     fn linger_detached(&mut self, until: tokio::time::Instant, mut left: usize) {
         // A duplicate of the descriptor, so that a peek (which tokio's
         // cached readiness cannot answer) needs neither ownership nor
@@ -272,8 +274,11 @@ impl Socket {
             return;
         };
         let duplicate = std::net::TcpStream::from(descriptor);
-        if !matches!(duplicate.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
-            return;
+        match duplicate.peek(&mut [0u8; 1]) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
