@@ -186,7 +186,7 @@ async fn connection(c: Connection) {
             tracker.spawn(super::stream_socket::serve(
                 stream,
                 app,
-                request,
+                *request,
                 front.deadlines.write,
                 shutdown,
                 ticket,
@@ -218,7 +218,7 @@ async fn answer_at_capacity(
 ) {
     match request {
         Some(request) if matches!(request.uri().path(), "/healthz" | "/readyz") => {
-            super::stream_socket::answer_once(stream, app, request).await
+            super::stream_socket::answer_once(stream, app, *request).await
         }
         _ => {
             let answer = error_answer(
