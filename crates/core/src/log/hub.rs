@@ -45,6 +45,9 @@ use tokio::sync::Notify;
 
 use super::pruner;
 use crate::event::Event;
+use readers::Readers;
+
+mod readers;
 
 /// Events kept in memory per feed.
 pub const RING_CAPACITY: usize = 512;
@@ -85,8 +88,8 @@ struct Feed {
     recent: VecDeque<Arc<Event>>,
     /// Every event of this channel with `floor < id <= head` is in `recent`.
     floor: u64,
-    /// Readers to wake, by stream id.
-    readers: HashMap<u64, Arc<Notify>>,
+    /// Readers to wake.
+    readers: Readers,
     /// Approximate bytes held by `recent`.
     bytes: usize,
     /// When the last reader left (meaningful while idle), and the
@@ -101,7 +104,7 @@ impl Feed {
         Self {
             recent: VecDeque::new(),
             floor,
-            readers: HashMap::new(),
+            readers: Readers::default(),
             bytes: 0,
             used: (0, Instant::now()),
             queued: false,
@@ -299,7 +302,7 @@ impl Hub {
                 }
                 None => inner.feeds.entry(key.clone()).or_insert(Feed::new(head)),
             };
-            feed.readers.insert(stream, notify.clone());
+            feed.readers.insert(stream, notify);
             covered &= cursor >= feed.floor;
         }
         (head, covered)
@@ -315,7 +318,7 @@ impl Hub {
             let Some(feed) = inner.feeds.get_mut(key) else {
                 continue;
             };
-            if feed.readers.remove(&stream).is_none() || !feed.is_idle() {
+            if !feed.readers.remove(stream) || !feed.is_idle() {
                 continue;
             }
             inner.uses += 1;
@@ -382,9 +385,7 @@ impl Hub {
             observer(&observed);
         }
         for key in &touched {
-            for notify in inner.feeds[key].readers.values() {
-                notify.notify_one();
-            }
+            inner.feeds[key].readers.wake();
         }
         self.head.store(inner.head, Ordering::Release);
         if inner.idle_bytes > self.retention.max_idle_bytes {
@@ -394,6 +395,15 @@ impl Hub {
             inner.shrink(&self.retention);
         }
         Ok(())
+    }
+
+    /// Wakes every reader (a stream learns of shutdown this way: its wait
+    /// for events is its only wait for news).
+    pub fn wake_all(&self) {
+        let inner = self.inner.lock().expect("hub lock");
+        for feed in inner.feeds.values() {
+            feed.readers.wake();
+        }
     }
 
     /// Moves the head to `head` without the events in between (too many to
@@ -411,9 +421,7 @@ impl Hub {
             feed.recent.clear();
             feed.bytes = 0;
             feed.floor = head;
-            for notify in feed.readers.values() {
-                notify.notify_one();
-            }
+            feed.readers.wake();
         }
         self.head.store(head, Ordering::Release);
     }
@@ -538,7 +546,7 @@ impl Hub {
                 let mut streams = HashSet::new();
                 for key in keys {
                     if let Some(feed) = inner.feeds.get(key) {
-                        streams.extend(feed.readers.keys().copied());
+                        streams.extend(feed.readers.ids());
                     }
                 }
                 streams.len() as u64

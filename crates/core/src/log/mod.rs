@@ -53,7 +53,8 @@ pub struct Opened {
 
 impl EventLog {
     /// Starts the writer over `storage`, whose migrations must have run, and
-    /// a follower of other nodes' appends that stops at `shutdown`.
+    /// a follower of other nodes' appends that stops at `shutdown`, when
+    /// every reader is woken.
     pub async fn start(
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
@@ -73,8 +74,15 @@ impl EventLog {
             storage.clone(),
             hub.clone(),
             FOLLOW_SAFETY_NET,
-            shutdown,
+            shutdown.clone(),
         ));
+        // Streams wait for events and nothing else: at shutdown every
+        // reader is woken to see it.
+        let woken = hub.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            woken.wake_all();
+        });
         Ok(Arc::new(Self {
             storage,
             hub,

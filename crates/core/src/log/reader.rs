@@ -22,10 +22,12 @@ pub struct Reader {
     pub(super) hub: Arc<Hub>,
     pub(super) storage: Arc<dyn Storage>,
     pub(super) stream_id: u64,
-    pub(super) tenant: String,
-    /// The hub's keys of the channels (`feed_key`): the channels' names
-    /// are their tails, so a reader keeps one copy of each.
+    /// The hub's keys of the channels (`feed_key`): the tenant is their
+    /// head and the channels' names their tails, so a reader keeps one copy
+    /// of each.
     pub(super) keys: Vec<String>,
+    /// Bytes of the tenant at the head of every key.
+    pub(super) tenant_len: usize,
     /// Woken by the hub when one of the channels gets an event.
     pub(super) notify: Arc<Notify>,
     /// Every event of the channels with `id <= position` has been handed out.
@@ -58,7 +60,7 @@ impl Reader {
             hub,
             storage,
             stream_id,
-            tenant: tenant.to_string(),
+            tenant_len: tenant.len(),
             keys,
             notify,
             position: cursor.unwrap_or(head),
@@ -71,9 +73,15 @@ impl Reader {
         self.position
     }
 
+    /// The tenant of the channels (known from the keys: a reader of no
+    /// channel never reads storage).
+    fn tenant(&self) -> &str {
+        self.keys.first().map_or("", |key| &key[..self.tenant_len])
+    }
+
     /// The channels followed.
     pub fn channels(&self) -> impl Iterator<Item = &str> {
-        let tail = self.tenant.len() + 1;
+        let tail = self.tenant_len + 1;
         self.keys.iter().map(move |key| &key[tail..])
     }
 
@@ -83,14 +91,20 @@ impl Reader {
             self.position = position;
             return Ok(events);
         }
-        // Behind the hub's memory: catch up from the log.
+        // Boxed: rare, and inline its space would stay reserved in every
+        // idle stream's wait for its next batch.
+        Box::pin(self.catch_up(max)).await
+    }
+
+    /// Behind the hub's memory: reads from the log.
+    async fn catch_up(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
         let passes = pruner::passes();
         let head = self.hub.head();
         let after = self.position;
         let channels: Vec<String> = self.channels().map(str::to_string).collect();
         let events = self
             .storage
-            .read(&self.tenant, &channels, after, max)
+            .read(self.tenant(), &channels, after, max)
             .await?;
         let last = events.last().map_or(after, |e| e.id);
         // Everything up to `head` was committed before the read began, so an
@@ -108,7 +122,7 @@ impl Reader {
         if self.hub.would_seed(&self.keys, after, position)
             && let Ok(None) = self
                 .storage
-                .expired_cursor(&self.tenant, &channels, after)
+                .expired_cursor(self.tenant(), &channels, after)
                 .await
         {
             self.hub
@@ -129,6 +143,18 @@ impl Reader {
             // A wake-up sent since the fetch is kept as a permit: none is lost.
             self.notify.notified().await;
         }
+    }
+
+    /// Up to `max` events after the position; when there are none, waits
+    /// for a wake-up (an event, or shutdown) and returns none: the caller
+    /// looks around and asks again.
+    pub async fn wait(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        let events = self.fetch(max).await?;
+        if events.is_empty() {
+            // A wake-up sent since the fetch is kept as a permit: none is lost.
+            self.notify.notified().await;
+        }
+        Ok(events)
     }
 }
 
