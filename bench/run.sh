@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchyard vs Nchan, side by side on one machine.
 #
-#   bench/run.sh [fanout|idle|longpoll|publish|edit|messages|ws|all]
+#   bench/run.sh [fanout|idle|longpoll|publish|edit|messages|ws|zipf|all]
 #
 # Servers run pinned to one core (SERVER_CPU, default 0): Nchan with one
 # nginx worker, Switchyard with TOKIO_WORKER_THREADS=1. The load generator
@@ -27,6 +27,17 @@
 #   WS_SUBS=1000 WS_RATE=50 WS_SECS=10 WS_PAD=0
 #                             `ws`: Switchyard alone, WebSocket subscribers in
 #                             JSON and in protobuf frames (not part of `all`)
+#   ZIPF_STREAMS=2000 ZIPF_FOLLOW=20 ZIPF_CHANNELS=10000 ZIPF_S=1.0
+#   ZIPF_STEP_SECS=5 ZIPF_START_RATE=20 ZIPF_STEP_FACTOR=1.25 ZIPF_TOUCH_RATE=1000
+#                             `zipf`: many channels (a task board): each SSE
+#                             stream follows ZIPF_FOLLOW of ZIPF_CHANNELS
+#                             channels drawn by a Zipf law of exponent ZIPF_S,
+#                             publishes spread by the same law; server RSS per
+#                             stream and per channel (one event published to
+#                             each at ZIPF_TOUCH_RATE), then capacity as for
+#                             fanout. Nchan reads with one multiplexed
+#                             subscriber per stream (the location /sub/multi/
+#                             added to its per-run config). Not part of `all`
 #   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
 #                             one in every round (label switchyard-baseline,
 #                             on SQLite): a same-run ratio for editing, which
@@ -49,9 +60,9 @@ set -euo pipefail
 
 SCENARIO=${1:-all}
 case "$SCENARIO" in
-fanout | idle | longpoll | publish | edit | messages | ws | all) ;;
+fanout | idle | longpoll | publish | edit | messages | ws | zipf | all) ;;
 *)
-  echo "usage: $0 [fanout|idle|longpoll|publish|edit|messages|ws|all]" >&2
+  echo "usage: $0 [fanout|idle|longpoll|publish|edit|messages|ws|zipf|all]" >&2
   exit 2
   ;;
 esac
@@ -80,6 +91,14 @@ WS_SUBS=${WS_SUBS:-1000}
 WS_RATE=${WS_RATE:-50}
 WS_SECS=${WS_SECS:-10}
 WS_PAD=${WS_PAD:-0}
+ZIPF_STREAMS=${ZIPF_STREAMS:-2000}
+ZIPF_FOLLOW=${ZIPF_FOLLOW:-20}
+ZIPF_CHANNELS=${ZIPF_CHANNELS:-10000}
+ZIPF_S=${ZIPF_S:-1.0}
+ZIPF_STEP_SECS=${ZIPF_STEP_SECS:-5}
+ZIPF_START_RATE=${ZIPF_START_RATE:-20}
+ZIPF_STEP_FACTOR=${ZIPF_STEP_FACTOR:-1.25}
+ZIPF_TOUCH_RATE=${ZIPF_TOUCH_RATE:-1000}
 BASELINE_BIN=${SWITCHYARD_BASELINE_BIN:-}
 PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-}
 BENCH_PG_ALL=${BENCH_PG_ALL:-0}
@@ -113,8 +132,18 @@ start_nchan() {
   NCHAN_DIR="$WORK/nchan"
   rm -rf "$NCHAN_DIR"
   mkdir -p "$NCHAN_DIR/logs" "$NCHAN_DIR/body"
+  # Plus, after the shared config's locations (so no other request is
+  # matched against it), a multiplexed subscriber for `zipf`: one stream
+  # following every channel of a comma-separated list.
   sed -e "s#/tmp/nchan/#$NCHAN_DIR/#g" -e "s#127.0.0.1:8091#127.0.0.1:$NCHAN_PORT#" \
+    -e '/^  }$/i\
+    location ~ ^/sub/multi/([\\w,]+)$ {\
+      nchan_subscriber;\
+      nchan_channel_id $1;\
+      nchan_channel_id_split_delimiter ",";\
+    }' \
     "$REPO/../shared/peers/nchan.conf" >"$NCHAN_DIR/nchan.conf"
+  grep -q 'sub/multi' "$NCHAN_DIR/nchan.conf" || { echo "could not add the multiplexed subscriber location to nchan.conf" >&2; exit 1; }
   "${PRIO[@]}" taskset -c "$SERVER_CPU" nginx -c "$NCHAN_DIR/nchan.conf" -p "$NCHAN_DIR/"
   wait_port "$NCHAN_PORT" 10 || { echo "nchan did not start" >&2; exit 1; }
   NCHAN_MASTER=$(cat "$NCHAN_DIR/nginx.pid")
@@ -335,6 +364,15 @@ scenario_ws() {
         --transport "${label#switchyard-}"
     done
   done
+}
+
+# Many channels, Zipf-skewed: every stream follows several, publishes are
+# spread the same way (Nchan: a multiplexed subscriber per stream).
+scenario_zipf() {
+  log "zipf capacity: $ZIPF_STREAMS SSE streams x $ZIPF_FOLLOW of $ZIPF_CHANNELS channels (Zipf s=$ZIPF_S), publishes spread the same way, x$ZIPF_STEP_FACTOR per ${ZIPF_STEP_SECS}s step"
+  each_run zipf zipf --streams "$ZIPF_STREAMS" --follow "$ZIPF_FOLLOW" --channels "$ZIPF_CHANNELS" \
+    --zipf-s "$ZIPF_S" -d "$ZIPF_STEP_SECS" --start-rate "$ZIPF_START_RATE" \
+    --step-factor "$ZIPF_STEP_FACTOR" --touch-rate "$ZIPF_TOUCH_RATE"
 }
 
 # The whole run is one function, read before it starts: editing this file

@@ -17,6 +17,10 @@
 //! - `publish`: C publishers POSTing batches of B events (durable throughput).
 //! - `edit`: N editors on one document, one operation in flight each
 //!   (Switchyard only: operations/s with server-side transformation).
+//! - `zipf`: S SSE streams each following F of C channels drawn by a Zipf
+//!   law, publishes spread over the channels by the same law; the server's
+//!   RSS per stream and per channel, then a stepped capacity search (events/s
+//!   and deliveries/s with zero loss and p99 < 100 ms).
 //! - `summarize`: medians and ratios over the JSON lines the others append
 //!   with `--out`.
 //!
@@ -34,8 +38,10 @@ mod publish;
 mod publisher;
 mod report;
 mod sse;
+mod step;
 mod target;
 mod ws;
+mod zipf;
 
 use std::path::PathBuf;
 
@@ -44,7 +50,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load generator for Switchyard and Nchan: fan-out, idle streams, long polling, durable publish, editing"
+    about = "Load generator for Switchyard and Nchan: fan-out, idle streams, long polling, durable publish, editing, many Zipf-skewed channels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,6 +69,9 @@ enum Command {
     Publish(publish::PublishArgs),
     /// N editors on one document, one operation in flight each (Switchyard).
     Edit(edit::EditArgs),
+    /// S SSE streams each following F of C Zipf-skewed channels: RSS per
+    /// stream and per channel, then capacity with publishes spread the same way.
+    Zipf(zipf::ZipfArgs),
     /// Medians per scenario and label, and ratios against Nchan, from --out files.
     Summarize(report::SummarizeArgs),
 }
@@ -135,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         Command::Longpoll(a) => a.common.threads,
         Command::Publish(a) => a.common.threads,
         Command::Edit(a) => a.common.threads,
+        Command::Zipf(a) => a.common.threads,
         Command::Summarize(a) => return report::summarize(a),
     };
     conn::raise_nofile_limit();
@@ -162,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             Command::Longpoll(a) => longpoll::run(a).await,
             Command::Publish(a) => publish::run(a).await,
             Command::Edit(a) => edit::run(a).await,
+            Command::Zipf(a) => zipf::run(a).await,
             Command::Summarize(_) => unreachable!(),
         }
     })

@@ -20,6 +20,8 @@ struct Job {
     seq: u64,
     step: u32,
     due_ns: u64,
+    /// Channel index for a spread target (see [`Publisher::run_on`]).
+    channel: Option<u32>,
 }
 
 /// What the pool saw; reset per step by [`Publisher::take_stats`].
@@ -68,7 +70,7 @@ impl Publisher {
                 while let Ok(job) = rx.recv().await {
                     let sent = clock::now_ns();
                     event_data(job.seq, job.step, job.due_ns, pad, &mut data);
-                    target.publish_request(conn.endpoint(), &data, &mut req);
+                    target.publish_request_on(conn.endpoint(), job.channel, &data, &mut req);
                     let outcome = conn.request(&req).await;
                     let took = clock::now_ns().saturating_sub(sent);
                     {
@@ -109,6 +111,23 @@ impl Publisher {
     /// Publishes `count` events at `rate`/s, open loop; returns their
     /// sequence numbers once every one was answered.
     pub async fn run(&mut self, step: u32, rate: f64, count: u64) -> std::ops::Range<u64> {
+        self.schedule(step, rate, count, None).await
+    }
+
+    /// [`Publisher::run`] for a target spread over many channels
+    /// ([`crate::target::Target::spread`]): event k goes to `channels[k]`.
+    pub async fn run_on(&mut self, step: u32, rate: f64, channels: &[u32]) -> std::ops::Range<u64> {
+        self.schedule(step, rate, channels.len() as u64, Some(channels))
+            .await
+    }
+
+    async fn schedule(
+        &mut self,
+        step: u32,
+        rate: f64,
+        count: u64,
+        channels: Option<&[u32]>,
+    ) -> std::ops::Range<u64> {
         let first = self.next_seq;
         let start = Instant::now() + Duration::from_millis(5);
         for k in 0..count {
@@ -120,6 +139,7 @@ impl Publisher {
                 seq: first + k,
                 step,
                 due_ns: clock::ns_of(due),
+                channel: channels.map(|c| c[k as usize]),
             };
             self.jobs
                 .send(job)

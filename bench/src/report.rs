@@ -111,6 +111,25 @@ fn main_columns(scenario: &str) -> Option<&'static [&'static str]> {
             "failed_client_cpu_pct",
             "failed_others_cpu_pct",
         ],
+        "zipf-capacity" => &[
+            "capacity_rate",
+            "capacity_deliveries_per_s",
+            "at_capacity_followers_per_event",
+            "at_capacity_p50_ms",
+            "at_capacity_p99_ms",
+            "at_capacity_server_cpu_pct",
+            "at_capacity_client_cpu_pct",
+            "failed_rate",
+            "failed_p99_ms",
+            "failed_others_cpu_pct",
+            "bytes_per_stream",
+            "bytes_per_channel",
+            "rss_before_mb",
+            "rss_open_mb",
+            "rss_touched_mb",
+            "rss_end_mb",
+            "touch_lost",
+        ],
         "fanout" | "messages" | "messages-broadcast" => &[
             "rate",
             "deliveries_per_s",
@@ -195,7 +214,10 @@ const BUSY_OTHERS_PCT: f64 = 25.0;
 /// [`BUSY_OTHERS_PCT`] of a core; for `--capacity`, in the step that ended
 /// the search.
 fn busy(run: &Value) -> bool {
-    let key = if run["scenario"] == "fanout-capacity" {
+    let capacity = run["scenario"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("-capacity"));
+    let key = if capacity {
         "failed_others_cpu_pct"
     } else {
         "others_cpu_pct"

@@ -119,29 +119,21 @@ impl SubStats {
     }
 }
 
-/// The last `id:` seen, for `Last-Event-ID` on reconnect.
-struct LastId {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Default for LastId {
-    fn default() -> Self {
-        Self {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-}
+/// The last `id:` seen, for `Last-Event-ID` on reconnect. Nchan's ids for a
+/// multiplexed subscriber name every channel (hundreds of bytes for 20).
+#[derive(Default)]
+struct LastId(Vec<u8>);
 
 impl LastId {
+    /// Longest id kept, bytes.
+    const MAX: usize = 2048;
+
     fn set(&mut self, id: &[u8]) {
-        let n = id.len().min(self.buf.len());
-        self.buf[..n].copy_from_slice(&id[..n]);
-        self.len = n;
+        self.0.clear();
+        self.0.extend_from_slice(&id[..id.len().min(Self::MAX)]);
     }
     fn get(&self) -> Option<&[u8]> {
-        (self.len > 0).then(|| &self.buf[..self.len])
+        (!self.0.is_empty()).then_some(&self.0[..])
     }
 }
 

@@ -57,6 +57,23 @@ pub struct Target {
     /// Set by [`Target::open_group`]: publishes are messages of a group
     /// conversation instead of broadcasts.
     group: Option<Group>,
+    /// Set by [`Target::spread`]: many channels, each subscriber following
+    /// its own few of them.
+    spread: Option<Spread>,
+}
+
+/// Switchyard's namespace for [`Target::spread`]: a resource namespace,
+/// readable with a token whose `channels` claim matches.
+const SPREAD_NAMESPACE: &str = "project";
+
+/// Many channels and who follows which (`zipf`).
+struct Spread {
+    /// Channel names by index, as the server spells them.
+    names: Vec<String>,
+    /// Per subscriber, its channels as its request names them: Switchyard's
+    /// `channels=` list, Nchan's multiplexed subscriber path (comma-separated
+    /// either way).
+    follows: Vec<String>,
 }
 
 /// A group conversation whose members send the run's messages in turn.
@@ -122,6 +139,7 @@ impl Target {
             service_token: String::new(),
             cross_node: common.cross_node && common.urls.len() > 1,
             group: None,
+            spread: None,
         };
         this.service_token = this.token(r#""sub":"bench","role":"service""#)?;
         Ok(this)
@@ -184,6 +202,29 @@ impl Target {
         Ok(())
     }
 
+    /// Spreads the run over `channels` channels: subscriber `i` follows the
+    /// channels `follows[i]` (indices), and publishes name their channel
+    /// ([`Target::publish_request_on`]). Switchyard's are resource channels
+    /// `project:c{k}` (subscribers get a token whose `channels` claim is
+    /// `project:*`); Nchan's are `{channel}_{k}`, read with one multiplexed
+    /// subscriber per stream (`/sub/multi/a,b,...`, a location run.sh adds).
+    pub fn spread(&mut self, channels: usize, follows: &[Vec<u32>]) {
+        let names: Vec<String> = (0..channels)
+            .map(|k| match self.kind {
+                Kind::Switchyard => format!("{SPREAD_NAMESPACE}:c{k}"),
+                Kind::Nchan => format!("{}_{k}", self.channel),
+            })
+            .collect();
+        let follows = follows
+            .iter()
+            .map(|list| {
+                let list: Vec<&str> = list.iter().map(|&c| names[c as usize].as_str()).collect();
+                list.join(",")
+            })
+            .collect();
+        self.spread = Some(Spread { names, follows });
+    }
+
     /// The endpoint subscriber `i` uses (round-robin over nodes).
     pub fn endpoint(&self, i: usize) -> &Endpoint {
         if self.cross_node {
@@ -201,19 +242,28 @@ impl Target {
     pub fn sse_request(&self, i: usize, last_id: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
         let ep = self.endpoint(i);
         let mut req = Vec::with_capacity(512);
+        let follows = self.spread.as_ref().map(|s| s.follows[i].as_str());
         match self.kind {
             Kind::Switchyard => {
-                let token = self.subscriber_token(i)?;
+                let token = match follows {
+                    Some(_) => {
+                        self.client_token(&format!("bench-{i}"), &format!("{SPREAD_NAMESPACE}:*"))?
+                    }
+                    None => self.subscriber_token(i)?,
+                };
                 write!(
                     req,
                     "GET /realtime/sse?channels={} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n",
-                    self.channel, ep.host
+                    follows.unwrap_or(&self.channel),
+                    ep.host
                 )?;
             }
             Kind::Nchan => write!(
                 req,
-                "GET /sub/{} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
-                self.channel, ep.host
+                "GET /sub/{}{} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+                if follows.is_some() { "multi/" } else { "" },
+                follows.unwrap_or(&self.channel),
+                ep.host
             )?,
         }
         if let Some(id) = last_id {
@@ -250,7 +300,23 @@ impl Target {
 
     /// Writes a publish of one event with `data` (a JSON value) into `req`.
     pub fn publish_request(&self, ep: &Endpoint, data: &[u8], req: &mut Vec<u8>) {
+        self.publish_request_on(ep, None, data, req);
+    }
+
+    /// [`Target::publish_request`] on channel `channel` of [`Target::spread`]
+    /// (None: the run's one channel, or its group conversation).
+    pub fn publish_request_on(
+        &self,
+        ep: &Endpoint,
+        channel: Option<u32>,
+        data: &[u8],
+        req: &mut Vec<u8>,
+    ) {
         req.clear();
+        let channel = match (channel, &self.spread) {
+            (Some(c), Some(s)) => s.names[c as usize].as_str(),
+            _ => self.channel.as_str(),
+        };
         if let Some(group) = &self.group {
             // The data travels as the message's content: a JSON string.
             let content = serde_json::to_string(&String::from_utf8_lossy(data)).unwrap_or_default();
@@ -270,10 +336,7 @@ impl Target {
         }
         match self.kind {
             Kind::Switchyard => {
-                let prefix = format!(
-                    "{{\"channel\":\"{}\",\"event\":\"bench\",\"data\":",
-                    self.channel
-                );
+                let prefix = format!("{{\"channel\":\"{channel}\",\"event\":\"bench\",\"data\":");
                 let len = prefix.len() + data.len() + 1;
                 let _ = write!(
                     req,
@@ -286,8 +349,7 @@ impl Target {
             Kind::Nchan => {
                 let _ = write!(
                     req,
-                    "POST /pub/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    self.channel,
+                    "POST /pub/{channel} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                     ep.host,
                     data.len()
                 );
