@@ -578,7 +578,7 @@ fn read_locked(
         if after < feed.floor {
             return None;
         }
-        let start = feed.recent.partition_point(|e| e.id <= after);
+        let start = first_after(&feed.recent, after);
         // One more than asked tells whether `max` cut the answer.
         events.extend(feed.recent.range(start..).take(max + 1).cloned());
     }
@@ -593,6 +593,24 @@ fn read_locked(
         Some((events, position))
     } else {
         Some((events, inner.head.max(after)))
+    }
+}
+
+/// Where the events after `after` start in `recent` (ascending ids). A
+/// reader woken by one of its channels reads all of them: most have nothing
+/// new or a few events, so the tail is looked at before a binary search.
+fn first_after(recent: &VecDeque<Arc<Event>>, after: u64) -> usize {
+    const TAIL: usize = 8;
+    let newer = recent
+        .iter()
+        .rev()
+        .take(TAIL)
+        .take_while(|e| e.id > after)
+        .count();
+    if newer < TAIL || newer == recent.len() {
+        recent.len() - newer
+    } else {
+        recent.partition_point(|e| e.id <= after)
     }
 }
 

@@ -291,3 +291,20 @@ fn a_peek_answers_from_memory_only_with_events_and_counts_as_a_use() {
     // Nothing was registered by peeking.
     assert_eq!(hub.count_streams(&[key("a")]), 0);
 }
+
+#[test]
+fn the_tail_search_finds_what_a_binary_search_finds() {
+    for len in [0usize, 1, 2, 7, 8, 9, 20, 512] {
+        // Ids with gaps: 10, 13, 16, ...
+        let recent: VecDeque<Arc<Event>> =
+            (0..len as u64).map(|i| event(10 + 3 * i, "a")).collect();
+        let last = 10 + 3 * len as u64;
+        for after in 0..=last + 2 {
+            assert_eq!(
+                first_after(&recent, after),
+                recent.partition_point(|e| e.id <= after),
+                "len {len}, after {after}"
+            );
+        }
+    }
+}
