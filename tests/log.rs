@@ -11,10 +11,9 @@ use switchyard::storage;
 use switchyard_core::channel::Channel;
 use switchyard_core::event::{Event, NewEvent};
 use switchyard_core::log::Reader;
-use switchyard_core::log::hub::{Hub, RING_CAPACITY, Retention, feed_key};
+use switchyard_core::log::hub::{Hub, RING_CAPACITY, Retention, Signal, feed_key};
 use switchyard_core::log::writer::{MAX_REFILL, catch_up};
 use switchyard_core::storage::{AppendOutcome, AppendRequest, Storage};
-use tokio::sync::Notify;
 
 async fn open(backend: &Backend) -> (Database, Arc<dyn Storage>) {
     let db = Database::create(backend).await;
@@ -56,9 +55,9 @@ async fn a_wide_gap_is_read_in_chunks_without_waking_every_reader(backend: Backe
     let (_db, storage) = open(&backend).await;
     let hub = Hub::new(0);
     let (quiet, busy) = (feed_key("t", "feed:quiet"), feed_key("t", "feed:busy"));
-    let notify = Arc::new(Notify::new());
-    hub.register(1, std::slice::from_ref(&quiet), &notify, 0);
-    hub.register(2, std::slice::from_ref(&busy), &Arc::new(Notify::new()), 0);
+    let signal = Arc::new(Signal::new());
+    hub.register(1, std::slice::from_ref(&quiet), &signal, 0);
+    hub.register(2, std::slice::from_ref(&busy), &Arc::new(Signal::new()), 0);
     let gap = 3 * MAX_REFILL as usize + 10;
     for _ in 0..gap / 1000 + 1 {
         storage
@@ -72,7 +71,10 @@ async fn a_wide_gap_is_read_in_chunks_without_waking_every_reader(backend: Backe
     catch_up(&hub, storage.as_ref(), head).await;
 
     assert_eq!(hub.head(), head);
-    let woken = tokio::time::timeout(std::time::Duration::from_millis(50), notify.notified());
+    let woken = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        signal.notify.notified(),
+    );
     assert!(woken.await.is_err(), "the quiet channel's reader was woken");
     let (events, position) = hub.read(&[quiet], 0, 10).expect("still in memory");
     assert!(events.is_empty());

@@ -41,11 +41,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
 use super::pruner;
 use crate::event::Event;
 use readers::Readers;
+pub use readers::Signal;
 
 mod readers;
 
@@ -82,6 +81,11 @@ impl Default for Retention {
 /// The hub's key for a channel of a tenant.
 pub fn feed_key(tenant: &str, channel: &str) -> String {
     format!("{tenant}\u{1f}{channel}")
+}
+
+/// The mark of a reader's `index`-th key.
+fn bit(index: usize) -> u64 {
+    1 << index.min(63)
 }
 
 struct Feed {
@@ -282,7 +286,7 @@ impl Hub {
         &self,
         stream: u64,
         keys: &[String],
-        notify: &Arc<Notify>,
+        signal: &Arc<Signal>,
         cursor: u64,
     ) -> (u64, bool) {
         let passes = pruner::passes();
@@ -291,7 +295,7 @@ impl Hub {
         inner.forget_if_pruned(passes);
         let head = inner.head;
         let mut covered = true;
-        for key in keys {
+        for (index, key) in keys.iter().enumerate() {
             let feed = match inner.feeds.get_mut(key) {
                 Some(feed) => {
                     if feed.is_idle() {
@@ -302,7 +306,7 @@ impl Hub {
                 }
                 None => inner.feeds.entry(key.clone()).or_insert(Feed::new(head)),
             };
-            feed.readers.insert(stream, notify);
+            feed.readers.insert(stream, signal, bit(index));
             covered &= cursor >= feed.floor;
         }
         (head, covered)
@@ -385,7 +389,7 @@ impl Hub {
             observer(&observed);
         }
         for key in &touched {
-            inner.feeds[key].readers.wake();
+            inner.feeds[key].readers.wake(false);
         }
         self.head.store(inner.head, Ordering::Release);
         if inner.idle_bytes > self.retention.max_idle_bytes {
@@ -402,7 +406,7 @@ impl Hub {
     pub fn wake_all(&self) {
         let inner = self.inner.lock().expect("hub lock");
         for feed in inner.feeds.values() {
-            feed.readers.wake();
+            feed.readers.wake(true);
         }
     }
 
@@ -421,7 +425,9 @@ impl Hub {
             feed.recent.clear();
             feed.bytes = 0;
             feed.floor = head;
-            feed.readers.wake();
+            // Every reader must look at every feed of theirs: their floors
+            // all moved.
+            feed.readers.wake(true);
         }
         self.head.store(head, Ordering::Release);
     }
@@ -509,6 +515,32 @@ impl Hub {
         read_locked(&self.inner.lock().expect("hub lock"), keys, after, max)
     }
 
+    /// [`Self::read`] of only the feeds marked in `signal` since its last
+    /// read: a reader of many channels woken by one reads that one. The
+    /// marks are taken and, unless everything marked was read, put back,
+    /// under the lock that ingesting marks under, so none is lost.
+    pub fn read_marked(
+        &self,
+        keys: &[String],
+        signal: &Signal,
+        after: u64,
+        max: usize,
+    ) -> Option<(Vec<Arc<Event>>, u64)> {
+        let inner = self.inner.lock().expect("hub lock");
+        let marked = signal.dirty.swap(0, Ordering::Relaxed);
+        let read = read_some(&inner, keys, marked, after, max);
+        match &read {
+            // Behind memory: after the catch-up, every feed is read again.
+            None => signal.dirty.store(u64::MAX, Ordering::Relaxed),
+            // Cut by `max`: the marked feeds may hold more.
+            Some((_, position)) if *position < inner.head.max(after) => {
+                signal.dirty.fetch_or(marked, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+        read
+    }
+
     /// A long poll's read without becoming a reader: the events after
     /// `after` when memory holds every one of them and there is at least
     /// one (`None` otherwise: register a reader, which reads storage or
@@ -572,8 +604,24 @@ fn read_locked(
     after: u64,
     max: usize,
 ) -> Option<(Vec<Arc<Event>>, u64)> {
+    read_some(inner, keys, u64::MAX, after, max)
+}
+
+/// [`read_locked`] of the keys whose bits are set in `marked`. The position
+/// it answers is right only if the unmarked feeds hold nothing after
+/// `after`.
+fn read_some(
+    inner: &Inner,
+    keys: &[String],
+    marked: u64,
+    after: u64,
+    max: usize,
+) -> Option<(Vec<Arc<Event>>, u64)> {
     let mut events: Vec<Arc<Event>> = Vec::new();
-    for key in keys {
+    for (index, key) in keys.iter().enumerate() {
+        if marked & bit(index) == 0 {
+            continue;
+        }
         let feed = inner.feeds.get(key)?;
         if after < feed.floor {
             return None;

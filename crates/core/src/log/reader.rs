@@ -10,9 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::Notify;
-
-use super::hub::{Hub, feed_key};
+use super::hub::{Hub, Signal, feed_key};
 use super::pruner;
 use crate::channel::Channel;
 use crate::event::Event;
@@ -28,8 +26,9 @@ pub struct Reader {
     pub(super) keys: Vec<String>,
     /// Bytes of the tenant at the head of every key.
     pub(super) tenant_len: usize,
-    /// Woken by the hub when one of the channels gets an event.
-    pub(super) notify: Arc<Notify>,
+    /// Woken by the hub when one of the channels gets an event, with the
+    /// feeds that did marked.
+    pub(super) signal: Arc<Signal>,
     /// Every event of the channels with `id <= position` has been handed out.
     pub(super) position: u64,
 }
@@ -54,15 +53,15 @@ impl Reader {
             .map(|c| feed_key(tenant, c.as_str()))
             .collect();
         let stream_id = NEXT_READER.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
-        let (head, covered) = hub.register(stream_id, &keys, &notify, cursor.unwrap_or(u64::MAX));
+        let signal = Arc::new(Signal::new());
+        let (head, covered) = hub.register(stream_id, &keys, &signal, cursor.unwrap_or(u64::MAX));
         let reader = Reader {
             hub,
             storage,
             stream_id,
             tenant_len: tenant.len(),
             keys,
-            notify,
+            signal,
             position: cursor.unwrap_or(head),
         };
         (reader, head, covered)
@@ -87,7 +86,10 @@ impl Reader {
 
     /// Up to `max` events after the position, without waiting (may be empty).
     pub async fn fetch(&mut self, max: usize) -> Result<Vec<Arc<Event>>, StorageError> {
-        if let Some((events, position)) = self.hub.read(&self.keys, self.position, max) {
+        if let Some((events, position)) =
+            self.hub
+                .read_marked(&self.keys, &self.signal, self.position, max)
+        {
             self.position = position;
             return Ok(events);
         }
@@ -141,7 +143,7 @@ impl Reader {
                 return Ok(events);
             }
             // A wake-up sent since the fetch is kept as a permit: none is lost.
-            self.notify.notified().await;
+            self.signal.notify.notified().await;
         }
     }
 
@@ -152,7 +154,7 @@ impl Reader {
         let events = self.fetch(max).await?;
         if events.is_empty() {
             // A wake-up sent since the fetch is kept as a permit: none is lost.
-            self.notify.notified().await;
+            self.signal.notify.notified().await;
         }
         Ok(events)
     }

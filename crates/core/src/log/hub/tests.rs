@@ -25,7 +25,7 @@ fn ids(events: &[Arc<Event>]) -> Vec<u64> {
 /// Registers `stream` on `channels`, then leaves: what one poll does.
 fn visit(hub: &Hub, stream: u64, channels: &[&str]) {
     let keys: Vec<String> = channels.iter().map(|c| key(c)).collect();
-    hub.register(stream, &keys, &Arc::new(Notify::new()), 0);
+    hub.register(stream, &keys, &Arc::new(Signal::new()), 0);
     hub.unregister(stream, &keys);
 }
 
@@ -40,7 +40,7 @@ fn a_feed_is_kept_and_fed_after_its_last_reader_leaves() {
     assert_eq!(ids(&events), [1, 3]);
     assert_eq!(position, 3);
     // A new reader finds it covered and takes it out of the idle count.
-    let (head, covered) = hub.register(2, &[key("a")], &Arc::new(Notify::new()), 0);
+    let (head, covered) = hub.register(2, &[key("a")], &Arc::new(Signal::new()), 0);
     assert_eq!((head, covered), (3, true));
     assert_eq!(hub.idle_feeds(), 0);
     assert_eq!(hub.count_streams(&[key("a")]), 1);
@@ -64,7 +64,7 @@ fn idle_feeds_are_bounded_least_recently_used_first() {
     assert!(hub.read(&[key("b")], 0, 10).is_none(), "b was least recent");
     assert!(hub.read(&[key("c")], 0, 10).is_some());
     // A feed with a reader is never evicted.
-    let notify = Arc::new(Notify::new());
+    let notify = Arc::new(Signal::new());
     hub.register(5, &[key("d")], &notify, 0);
     for (i, channel) in ["e", "f", "g", "h"].into_iter().enumerate() {
         visit(&hub, 10 + i as u64, &[channel]);
@@ -113,7 +113,7 @@ fn seeding_lowers_the_floor_only_when_the_read_reaches_it() {
     let hub = Hub::new(5);
     let keys = [key("a")];
     let channels = ["a".to_string()];
-    let notify = Arc::new(Notify::new());
+    let notify = Arc::new(Signal::new());
     assert_eq!(hub.register(1, &keys, &notify, 0), (5, false));
     assert!(hub.read(&keys, 0, 10).is_none());
 
@@ -156,7 +156,7 @@ fn seeding_after_a_skip_or_a_recreated_feed_does_nothing() {
     let stored = [event(1, "a"), event(2, "a")];
     let keys = [key("a")];
     let channels = ["a".to_string()];
-    let notify = Arc::new(Notify::new());
+    let notify = Arc::new(Signal::new());
 
     // A prune pass finished since the read began: it may lack events.
     let hub = Hub::new(2);
@@ -225,7 +225,7 @@ fn every_ring_together_stays_within_the_byte_budget() {
     let channels: Vec<String> = (0..10).map(|n| format!("c{n}")).collect();
     for (n, channel) in channels.iter().enumerate() {
         // A stalled reader on each: its feed is never dropped.
-        hub.register(n as u64, &[key(channel)], &Arc::new(Notify::new()), 0);
+        hub.register(n as u64, &[key(channel)], &Arc::new(Signal::new()), 0);
     }
     let big = "x".repeat(1000);
     let mut id = 0;
@@ -307,4 +307,36 @@ fn the_tail_search_finds_what_a_binary_search_finds() {
             );
         }
     }
+}
+
+#[test]
+fn a_reader_woken_by_one_feed_reads_it_and_loses_nothing_it_did_not_read() {
+    let hub = Hub::new(0);
+    let keys = vec![key("a"), key("b"), key("c")];
+    let signal = Arc::new(Signal::new());
+    hub.register(1, &keys, &signal, u64::MAX);
+    // The first read looks at every feed.
+    let (events, position) = hub.read_marked(&keys, &signal, 0, 10).unwrap();
+    assert_eq!((ids(&events), position), (vec![], 0));
+    hub.ingest(&[event(1, "a"), event(2, "x")]).unwrap();
+    let (events, position) = hub.read_marked(&keys, &signal, 0, 10).unwrap();
+    assert_eq!((ids(&events), position), (vec![1], 2));
+    hub.ingest(&[event(3, "b")]).unwrap();
+    let (events, position) = hub.read_marked(&keys, &signal, position, 10).unwrap();
+    assert_eq!((ids(&events), position), (vec![3], 3));
+    // Nothing marked: nothing read, the position is the head.
+    let (events, position) = hub.read_marked(&keys, &signal, 3, 10).unwrap();
+    assert_eq!((ids(&events), position), (vec![], 3));
+    // Cut by `max`: the marks stay until everything is read.
+    hub.ingest(&[event(4, "c"), event(5, "a"), event(6, "c")])
+        .unwrap();
+    let (events, position) = hub.read_marked(&keys, &signal, 3, 2).unwrap();
+    assert_eq!((ids(&events), position), (vec![4, 5], 5));
+    let (events, position) = hub.read_marked(&keys, &signal, position, 2).unwrap();
+    assert_eq!((ids(&events), position), (vec![6], 6));
+    // A head moved past what memory holds marks every feed again.
+    hub.skip_to(10);
+    assert!(hub.read_marked(&keys, &signal, 6, 10).is_none());
+    let (events, position) = hub.read_marked(&keys, &signal, 10, 10).unwrap();
+    assert_eq!((ids(&events), position), (vec![], 10));
 }
