@@ -29,6 +29,7 @@
 #                             JSON and in protobuf frames (not part of `all`)
 #   ZIPF_STREAMS=2000 ZIPF_FOLLOW=20 ZIPF_CHANNELS=10000 ZIPF_S=1.0
 #   ZIPF_STEP_SECS=5 ZIPF_START_RATE=20 ZIPF_STEP_FACTOR=1.25 ZIPF_TOUCH_RATE=1000
+#   ZIPF_SETTLE_SECS=20
 #                             `zipf`: many channels (a task board): each SSE
 #                             stream follows ZIPF_FOLLOW of ZIPF_CHANNELS
 #                             channels drawn by a Zipf law of exponent ZIPF_S,
@@ -37,7 +38,13 @@
 #                             each at ZIPF_TOUCH_RATE), then capacity as for
 #                             fanout. Nchan reads with one multiplexed
 #                             subscriber per stream (the location /sub/multi/
-#                             added to its per-run config). Not part of `all`
+#                             added to its per-run config). Not part of `all`.
+#                             Each RSS reading waits ZIPF_SETTLE_SECS: a user
+#                             coming online appends `user.connected` on every
+#                             channel they read (PROTOCOL section 7), so 2,000
+#                             users opening at once are 40,000 events to
+#                             thousands of followers, which Switchyard is
+#                             still delivering seconds after the last open
 #   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
 #                             one in every round (label switchyard-baseline,
 #                             on SQLite): a same-run ratio for editing, which
@@ -99,6 +106,7 @@ ZIPF_STEP_SECS=${ZIPF_STEP_SECS:-5}
 ZIPF_START_RATE=${ZIPF_START_RATE:-20}
 ZIPF_STEP_FACTOR=${ZIPF_STEP_FACTOR:-1.25}
 ZIPF_TOUCH_RATE=${ZIPF_TOUCH_RATE:-1000}
+ZIPF_SETTLE_SECS=${ZIPF_SETTLE_SECS:-20}
 BASELINE_BIN=${SWITCHYARD_BASELINE_BIN:-}
 PG_URL=${SWITCHYARD_BENCH_POSTGRES_URL:-}
 BENCH_PG_ALL=${BENCH_PG_ALL:-0}
@@ -372,7 +380,7 @@ scenario_zipf() {
   log "zipf capacity: $ZIPF_STREAMS SSE streams x $ZIPF_FOLLOW of $ZIPF_CHANNELS channels (Zipf s=$ZIPF_S), publishes spread the same way, x$ZIPF_STEP_FACTOR per ${ZIPF_STEP_SECS}s step"
   each_run zipf zipf --streams "$ZIPF_STREAMS" --follow "$ZIPF_FOLLOW" --channels "$ZIPF_CHANNELS" \
     --zipf-s "$ZIPF_S" -d "$ZIPF_STEP_SECS" --start-rate "$ZIPF_START_RATE" \
-    --step-factor "$ZIPF_STEP_FACTOR" --touch-rate "$ZIPF_TOUCH_RATE"
+    --step-factor "$ZIPF_STEP_FACTOR" --touch-rate "$ZIPF_TOUCH_RATE" --settle "$ZIPF_SETTLE_SECS"
 }
 
 # The whole run is one function, read before it starts: editing this file
