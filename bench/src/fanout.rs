@@ -116,29 +116,8 @@ pub struct FanoutArgs {
     /// Step R up until loss or p99 ≥ --p99-limit-ms; report the last passing R.
     #[arg(long)]
     capacity: bool,
-    /// First rate of --capacity, events/s.
-    #[arg(long, default_value_t = 20.0)]
-    start_rate: f64,
-    /// Rate factor between --capacity steps.
-    #[arg(long, default_value_t = 1.25)]
-    step_factor: f64,
-    /// Highest rate --capacity tries.
-    #[arg(long, default_value_t = 1_000_000.0)]
-    max_rate: f64,
-    /// A step passes with p99 below this, ms.
-    #[arg(long, default_value_t = 100.0)]
-    p99_limit_ms: f64,
-    /// Re-runs of a failing --capacity step before concluding (noise guard).
-    #[arg(long, default_value_t = 1)]
-    retries: u32,
-    /// A failing --capacity step during which other processes of the machine
-    /// used more than this share of a core is re-run instead of ending the
-    /// search, %.
-    #[arg(long, default_value_t = 25.0)]
-    max_others_pct: f64,
-    /// How many disturbed steps one --capacity run re-runs at most.
-    #[arg(long, default_value_t = 4)]
-    disturbed_retries: u32,
+    #[command(flatten)]
+    search: Search,
     /// Subscribers are the members of one group conversation (at most 256)
     /// reading their inbox; events are messages they send in turn.
     #[arg(long)]
@@ -226,7 +205,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         let warm = run_step(
             &mut ctx,
             0,
-            args.start_rate.min(args.rate).min(20.0),
+            args.search.start_rate.min(args.rate).min(20.0),
             args.warmup,
         )
         .await;
@@ -269,20 +248,7 @@ async fn fixed(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
 }
 
 async fn capacity(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
-    let found = search(
-        ctx,
-        &Search {
-            start_rate: args.start_rate,
-            step_factor: args.step_factor,
-            max_rate: args.max_rate,
-            duration: args.duration,
-            p99_limit_ms: args.p99_limit_ms,
-            retries: args.retries,
-            max_others_pct: args.max_others_pct,
-            disturbed_retries: args.disturbed_retries,
-        },
-    )
-    .await;
+    let found = search(ctx, &args.search, args.duration).await;
     let n = ctx.subs.stats.len();
     let mut m = Map::new();
     m.insert("subscribers".into(), json!(n));
@@ -297,7 +263,7 @@ async fn capacity(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
         "capacity ({}): {capacity:.1} events/s x {n} = {:.0} deliveries/s with zero loss and p99 < {} ms{}",
         args.common.label(),
         capacity * n as f64,
-        args.p99_limit_ms,
+        args.search.p99_limit_ms,
         if found.client_bound {
             " -> INVALID: the client saturated first"
         } else {
@@ -312,7 +278,7 @@ async fn capacity(ctx: &mut Ctx, args: &FanoutArgs) -> anyhow::Result<()> {
         scenario: if args.group { "messages-capacity" } else { "fanout-capacity" },
         primary: "capacity_deliveries_per_s",
         higher_is_better: true,
-        params: json!({"subscribers": n, "transport": args.transport.name(), "start_rate": args.start_rate, "step_factor": args.step_factor, "step_s": args.duration, "p99_limit_ms": args.p99_limit_ms, "steps": found.steps}),
+        params: json!({"subscribers": n, "transport": args.transport.name(), "start_rate": args.search.start_rate, "step_factor": args.search.step_factor, "step_s": args.duration, "p99_limit_ms": args.search.p99_limit_ms, "steps": found.steps}),
         metrics: m,
         valid: found.valid(),
         notes,

@@ -297,24 +297,32 @@ pub async fn run_step(ctx: &mut Ctx, step: u32, rate: f64, duration: f64) -> Ste
     }
 }
 
-/// How [`search`] steps the rate up.
+/// How [`search`] steps the rate up (the same flags for every scenario
+/// that searches; each step's length is the scenario's `--duration`).
+#[derive(clap::Args, Debug, Clone)]
 pub struct Search {
-    /// First rate, events/s.
+    /// First rate of the capacity search, events/s.
+    #[arg(long, default_value_t = 20.0)]
     pub start_rate: f64,
-    /// Rate factor between steps.
+    /// Rate factor between capacity steps.
+    #[arg(long, default_value_t = 1.25)]
     pub step_factor: f64,
-    /// Highest rate tried.
+    /// Highest rate the capacity search tries.
+    #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
-    /// Seconds of publishing per step.
-    pub duration: f64,
     /// A step passes with p99 below this, ms.
+    #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
     /// Re-runs of a failing step before concluding (noise guard).
+    #[arg(long, default_value_t = 1)]
     pub retries: u32,
-    /// A failing step during which other processes used more than this share
-    /// of a core is re-run instead of ending the search, %.
+    /// A failing step during which other processes of the machine used
+    /// more than this share of a core is re-run instead of ending the
+    /// search, %.
+    #[arg(long, default_value_t = 25.0)]
     pub max_others_pct: f64,
-    /// How many disturbed steps are re-run at most.
+    /// How many disturbed steps one search re-runs at most.
+    #[arg(long, default_value_t = 4)]
     pub disturbed_retries: u32,
 }
 
@@ -360,7 +368,7 @@ impl Found {
 
 /// Steps the rate up from `p.start_rate` until a step fails (after
 /// retries), the client saturates, or `p.max_rate` is passed.
-pub async fn search(ctx: &mut Ctx, p: &Search) -> Found {
+pub async fn search(ctx: &mut Ctx, p: &Search, duration: f64) -> Found {
     let mut rate = p.start_rate;
     let mut retries = p.retries;
     let mut disturbed_left = p.disturbed_retries;
@@ -372,7 +380,7 @@ pub async fn search(ctx: &mut Ctx, p: &Search) -> Found {
     };
     let mut step = 1;
     while rate <= p.max_rate {
-        let s = run_step(ctx, step, rate, p.duration).await;
+        let s = run_step(ctx, step, rate, duration).await;
         step += 1;
         let why = if s.lost > 0 {
             Some(format!("lost {} events", s.lost))

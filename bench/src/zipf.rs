@@ -58,32 +58,11 @@ pub struct ZipfArgs {
     /// Seed of the subscription map and of the publishes' channels.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// First rate of the capacity search, events/s (with 2,000 streams an
-    /// event reaches ~400 of them).
-    #[arg(long, default_value_t = 20.0)]
-    start_rate: f64,
-    /// Rate factor between steps.
-    #[arg(long, default_value_t = 1.25)]
-    step_factor: f64,
-    /// Highest rate tried.
-    #[arg(long, default_value_t = 1_000_000.0)]
-    max_rate: f64,
     /// Seconds of publishing per step.
     #[arg(long, short = 'd', default_value_t = 5.0)]
     duration: f64,
-    /// A step passes with p99 below this, ms.
-    #[arg(long, default_value_t = 100.0)]
-    p99_limit_ms: f64,
-    /// Re-runs of a failing step before concluding (noise guard).
-    #[arg(long, default_value_t = 1)]
-    retries: u32,
-    /// A failing step during which other processes of the machine used more
-    /// than this share of a core is re-run instead of ending the search, %.
-    #[arg(long, default_value_t = 25.0)]
-    max_others_pct: f64,
-    /// How many disturbed steps are re-run at most.
-    #[arg(long, default_value_t = 4)]
-    disturbed_retries: u32,
+    #[command(flatten)]
+    search: Search,
     /// Rate of the pass that publishes one event to every channel, events/s.
     #[arg(long, default_value_t = 1000.0)]
     touch_rate: f64,
@@ -295,20 +274,7 @@ pub async fn run(args: ZipfArgs) -> anyhow::Result<()> {
     if let Some(spread) = &mut ctx.spread {
         spread.pick = Box::new(move || law.sample(&mut rng));
     }
-    let found = search(
-        &mut ctx,
-        &Search {
-            start_rate: args.start_rate,
-            step_factor: args.step_factor,
-            max_rate: args.max_rate,
-            duration: args.duration,
-            p99_limit_ms: args.p99_limit_ms,
-            retries: args.retries,
-            max_others_pct: args.max_others_pct,
-            disturbed_retries: args.disturbed_retries,
-        },
-    )
-    .await;
+    let found = search(&mut ctx, &args.search, args.duration).await;
     let rss_end = rss(pids);
     ctx.subs.close();
 
@@ -332,7 +298,7 @@ pub async fn run(args: ZipfArgs) -> anyhow::Result<()> {
     println!(
         "capacity ({}): {capacity:.1} events/s = {deliveries:.0} deliveries/s with zero loss and p99 < {} ms{}",
         args.common.label(),
-        args.p99_limit_ms,
+        args.search.p99_limit_ms,
         if found.client_bound {
             " -> INVALID: the client saturated first"
         } else {
@@ -387,7 +353,7 @@ pub async fn run(args: ZipfArgs) -> anyhow::Result<()> {
         scenario: "zipf-capacity",
         primary: "capacity_deliveries_per_s",
         higher_is_better: true,
-        params: json!({"streams": args.streams, "follow": args.follow, "channels": args.channels, "zipf_s": args.zipf_s, "seed": args.seed, "start_rate": args.start_rate, "step_factor": args.step_factor, "step_s": args.duration, "p99_limit_ms": args.p99_limit_ms, "touch_rate": args.touch_rate, "steps": found.steps}),
+        params: json!({"streams": args.streams, "follow": args.follow, "channels": args.channels, "zipf_s": args.zipf_s, "seed": args.seed, "start_rate": args.search.start_rate, "step_factor": args.search.step_factor, "step_s": args.duration, "p99_limit_ms": args.search.p99_limit_ms, "touch_rate": args.touch_rate, "steps": found.steps}),
         metrics: m,
         valid: found.valid() && touch.lost == 0,
         notes,
