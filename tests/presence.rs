@@ -523,6 +523,57 @@ async fn subscriptions_and_polls_move_users_between_rooms(backend: Backend) {
     assert_eq!(ids, ["carol"], "{view}");
 }
 
+/// A crowd opening at once (their sessions are recorded in shared
+/// batches): each user enters the room once, however many tabs they open
+/// together, and each is online in the REST view once their stream is open.
+async fn a_crowd_opening_at_once_is_announced_once_per_user(backend: Backend) {
+    let server = Server::start(&backend).await;
+    let reader = |user: &str| token_with(user, json!({"channels": ["project:crowd"]}));
+    let mut watcher = server
+        .sse("channels=project:crowd", &reader("watcher"))
+        .await;
+    watcher.subscription().await;
+    let users: Vec<String> = (0..24).map(|i| format!("crowd{i}")).collect();
+    // Every third user opens two tabs in the same moment.
+    let tabs = users
+        .iter()
+        .enumerate()
+        .flat_map(|(i, user)| std::iter::repeat_n(user, if i % 3 == 0 { 2 } else { 1 }));
+    let opening = tabs.map(|user| {
+        let (server, token) = (&server, reader(user));
+        async move {
+            let mut stream = server.sse("channels=project:crowd", &token).await;
+            stream.subscription().await;
+            stream
+        }
+    });
+    let _streams = futures_util::future::join_all(opening).await;
+    // Every open was answered after its announcements were committed: they
+    // all come before this marker.
+    let marker = server.broadcast("project:crowd", "marker", json!(1)).await;
+    let mut entered: std::collections::BTreeMap<String, usize> = Default::default();
+    loop {
+        let event = watcher.next_event(Duration::from_secs(15)).await;
+        if event["id"].as_u64() == Some(marker) {
+            break;
+        }
+        let user = event["data"]["user_id"].as_str().unwrap_or_default();
+        if event["event"] == "user.connected" && user != "watcher" {
+            *entered.entry(user.to_string()).or_default() += 1;
+        }
+    }
+    let once: std::collections::BTreeMap<String, usize> =
+        users.iter().map(|u| (u.clone(), 1)).collect();
+    assert_eq!(entered, once);
+    for user in &users {
+        assert_eq!(
+            status_of(&server, user, &token("observer")).await["status"],
+            "online",
+            "{user}"
+        );
+    }
+}
+
 async fn connecting_is_announced_on_the_channels_the_user_reads(backend: Backend) {
     let server = Server::start_with(&backend, &[SHORT_TTL]).await;
     let mut watcher = server
@@ -751,6 +802,7 @@ on_both_backends!(
     entering_and_leaving_a_room_is_announced_once_per_user,
     subscriptions_and_polls_move_users_between_rooms,
     connecting_is_announced_on_the_channels_the_user_reads,
+    a_crowd_opening_at_once_is_announced_once_per_user,
     another_tenant_sees_nothing,
     a_dead_nodes_users_go_offline_after_the_ttl,
     bad_presence_requests_get_400_with_the_error_body,

@@ -22,7 +22,10 @@ use switchyard_core::storage::inbox::{
     MessageChange, MessageOutcome, MessageRow, NotificationQuery, ReadOutcome,
 };
 use switchyard_core::storage::notification::NotificationRow;
-use switchyard_core::storage::presence::{Session, TypingKey, UserKey, UserPresence, Viewing};
+use switchyard_core::storage::presence::{
+    SessionWrite, SessionWritten, StatusChange, TypingKey, UserKey, UserPresence, UserTouch,
+    Viewing,
+};
 use switchyard_core::storage::{AppendOutcome, AppendRequest, CursorExpired, Storage};
 
 async fn open(backend: &Backend) -> (Database, Arc<dyn Storage>) {
@@ -431,6 +434,29 @@ async fn touch(s: &dyn Storage, who: &UserKey) {
     .unwrap();
 }
 
+/// Records one session of node `n1`, saying nothing of its user.
+async fn put_session(s: &dyn Storage, who: &UserKey, id: &str, open: bool, expires_at: i64) {
+    let write = SessionWrite {
+        user: who.clone(),
+        session_id: id.to_string(),
+        open,
+        expires_at,
+        touch: None,
+        follows: None,
+    };
+    s.write_sessions("n1", None, vec![write].into(), NOW)
+        .await
+        .unwrap();
+}
+
+fn change(who: &UserKey, from: &str, to: &str) -> StatusChange {
+    StatusChange {
+        user: who.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
 /// A session is alive while its own expiry is ahead, or while it is an open
 /// stream on a node whose heartbeat is; the sweep removes the dead ones and
 /// names each user that lost one once.
@@ -440,22 +466,9 @@ async fn presence_sessions_live_by_their_expiry_or_their_node(backend: Backend) 
     touch(&*s, &streamer).await;
     touch(&*s, &poller).await;
     s.heartbeat_node("n1", NOW + 1000).await.unwrap();
-    let session = |who, id, open, expires_at| Session {
-        user: who,
-        session_id: id,
-        node_id: "n1",
-        open,
-        expires_at,
-    };
-    s.put_session(session(&streamer, "a", true, NOW))
-        .await
-        .unwrap();
-    s.put_session(session(&poller, "poll", false, NOW + 500))
-        .await
-        .unwrap();
-    s.put_session(session(&poller, "b", false, NOW + 400))
-        .await
-        .unwrap();
+    put_session(&*s, &streamer, "a", true, NOW).await;
+    put_session(&*s, &poller, "poll", false, NOW + 500).await;
+    put_session(&*s, &poller, "b", false, NOW + 400).await;
     let online = |p: Option<UserPresence>| p.expect("a row").online;
     assert!(online(s.user_presence(&streamer, NOW + 1).await.unwrap()));
     assert!(online(s.user_presence(&poller, NOW + 1).await.unwrap()));
@@ -481,14 +494,94 @@ async fn presence_announcements_are_compare_and_set(backend: Backend) {
     let (_db, s) = open(&backend).await;
     let who = user("u");
     touch(&*s, &who).await;
-    assert!(s.announce(&who, "offline", "online", NOW).await.unwrap());
-    assert!(!s.announce(&who, "offline", "online", NOW).await.unwrap());
+    let twice = vec![
+        change(&who, "offline", "online"),
+        change(&who, "offline", "online"),
+    ];
+    assert_eq!(s.announce(twice, NOW).await.unwrap(), vec![true, false]);
+    assert_eq!(
+        s.announce(vec![change(&who, "offline", "online")], NOW)
+            .await
+            .unwrap(),
+        vec![false]
+    );
     let p = s.user_presence(&who, NOW).await.unwrap().unwrap();
     assert_eq!(p.announced_status, "online");
     assert_eq!(p.channels, "[\"task:1\"]");
     // Not online, announced online: stale.
     let stale = s.stale_announcements(NOW, NOW - 1).await.unwrap();
     assert_eq!(stale, vec![who]);
+}
+
+/// A batch of sessions is recorded in order in one transaction: the node's
+/// heartbeat first, a user's second tab enters no room the first entered,
+/// and each write that touched its user reads their presence after the
+/// whole batch.
+async fn session_batches_record_in_order_and_read_presence_after(backend: Backend) {
+    let (_db, s) = open(&backend).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let write = |who: &UserKey, id: &str, open: bool, follows: Option<&[&str]>| SessionWrite {
+        user: who.clone(),
+        session_id: id.to_string(),
+        open,
+        expires_at: NOW + 500,
+        touch: follows.map(|f| UserTouch {
+            name: Some(format!("{} name", who.user_id)),
+            avatar: None,
+            channels: Some(serde_json::to_string(f).unwrap()),
+            activity_at: Some(NOW),
+        }),
+        follows: follows.map(|f| f.iter().map(|c| c.to_string()).collect()),
+    };
+    let batch = vec![
+        write(&alice, "a1", true, Some(&["task:1", "task:2"])),
+        write(&bob, "b1", false, Some(&["task:2"])),
+        write(&alice, "a2", true, Some(&["task:2", "task:3"])),
+        write(&alice, "a0", false, None),
+    ];
+    let written: Vec<SessionWritten> = s
+        .write_sessions("n1", Some(NOW + 10_000), batch.into(), NOW)
+        .await
+        .unwrap();
+    let entered: Vec<Vec<String>> = written
+        .iter()
+        .map(|w| {
+            let mut e = w.entered.clone();
+            e.sort();
+            e
+        })
+        .collect();
+    assert_eq!(
+        entered,
+        vec![
+            vec!["task:1".to_string(), "task:2".to_string()],
+            vec!["task:2".to_string()],
+            vec!["task:3".to_string()],
+            vec![],
+        ]
+    );
+    let presence: Vec<Option<(String, bool)>> = written
+        .iter()
+        .map(|w| w.presence.as_ref().map(|p| (p.channels.clone(), p.online)))
+        .collect();
+    // Both of Alice's writes read her row after the second one.
+    let alice_after = Some((r#"["task:2","task:3"]"#.to_string(), true));
+    assert_eq!(
+        presence,
+        vec![
+            alice_after.clone(),
+            Some((r#"["task:2"]"#.to_string(), true)),
+            alice_after,
+            None,
+        ]
+    );
+    // The open streams live by the heartbeat written with them, past
+    // their own expiry.
+    let p = s.user_presence(&alice, NOW + 5_000).await.unwrap().unwrap();
+    assert!(p.online);
+    assert_eq!(p.name.as_deref(), Some("alice name"));
+    let p = s.user_presence(&bob, NOW + 5_000).await.unwrap().unwrap();
+    assert!(!p.online);
 }
 
 /// Typing: an event is due when typing starts or the last one is older
@@ -538,15 +631,7 @@ async fn viewing_and_resource_users(backend: Backend) {
     let who = user("u");
     touch(&*s, &who).await;
     s.heartbeat_node("n1", NOW + 10_000).await.unwrap();
-    s.put_session(Session {
-        user: &who,
-        session_id: "a",
-        node_id: "n1",
-        open: true,
-        expires_at: NOW,
-    })
-    .await
-    .unwrap();
+    put_session(&*s, &who, "a", true, NOW).await;
     assert_eq!(
         s.set_viewing(&who, Some(("task", "1")), NOW).await.unwrap(),
         None
@@ -821,15 +906,8 @@ async fn rooms_are_entered_once_and_left_when_no_session_follows(backend: Backen
     let (_db, s) = open(&backend).await;
     let alice = user("alice");
     touch(&*s, &alice).await;
-    let session = |id, expires_at| Session {
-        user: &alice,
-        session_id: id,
-        node_id: "n1",
-        open: false,
-        expires_at,
-    };
-    s.put_session(session("s1", NOW + 60_000)).await.unwrap();
-    s.put_session(session("s2", NOW + 60_000)).await.unwrap();
+    put_session(&*s, &alice, "s1", false, NOW + 60_000).await;
+    put_session(&*s, &alice, "s2", false, NOW + 60_000).await;
     let follow = |id: &'static str, channels: &[&str], at| {
         let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
         let s = s.clone();
@@ -1435,6 +1513,7 @@ on_both_backends!(
     parallel_appenders_never_show_an_id_below_one_already_read,
     presence_sessions_live_by_their_expiry_or_their_node,
     presence_announcements_are_compare_and_set,
+    session_batches_record_in_order_and_read_presence_after,
     typing_coalesces_and_expires,
     viewing_and_resource_users,
     rooms_are_entered_once_and_left_when_no_session_follows,

@@ -2,7 +2,7 @@
 //! ([`Store`]) over a [`Backend`], SQLite (embedded, the default) or
 //! Postgres (production, clusters).
 //!
-//! One way to share code: the rules ([`log`], [`presence`], [`edit`]) are
+//! One way to share code: the rules ([`log`], [`presence`], [`sessions`], [`edit`]) are
 //! plain async functions over a backend's transaction ([`tx::Tx`]), with
 //! every statement in one dialect table ([`sql`]). A backend only opens
 //! transactions, binds parameters, reads rows and classifies its errors by
@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod log;
 pub mod postgres;
 pub mod presence;
+pub mod sessions;
 pub mod sql;
 pub mod sqlite;
 mod store;

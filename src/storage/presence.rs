@@ -1,6 +1,8 @@
 //! Presence's storage rules (PROTOCOL §7), written once for every backend
-//! over [`Tx`]: sessions and node heartbeats, users' chosen and announced
-//! status, viewing and typing.
+//! over [`Tx`]: users' chosen status, viewing and typing, the sweep of dead
+//! sessions and rooms left. Sessions, node heartbeats, users' rows, rooms
+//! entered and announcements are written in batches ([`super::sessions`]);
+//! the single-user forms here are batches of one.
 //!
 //! Invariants: a session is alive while its own expiry is ahead, or while
 //! it is an open stream on a node whose heartbeat is ahead (so a crashed
@@ -12,70 +14,22 @@
 
 use switchyard_core::storage::Result;
 use switchyard_core::storage::presence::{
-    ActiveUser, Session, TypingKey, UserKey, UserPresence, Viewing,
+    ActiveUser, TypingKey, UserKey, UserPresence, UserTouch, Viewing,
 };
 
+use super::sessions;
 use super::sql;
-use super::tx::{Column, Param, Tx};
+use super::tx::{Param, Tx};
 
-/// Nodes whose heartbeat lapsed this long ago are forgotten.
-const FORGET_NODES_AFTER_MS: i64 = 24 * 3600 * 1000;
-
-pub async fn heartbeat_node(tx: &mut dyn Tx, node_id: &str, expires_at: i64) -> Result<()> {
-    tx.execute(
-        &sql::HEARTBEAT_NODE,
-        &[Param::Text(node_id), Param::Int(expires_at)],
-    )
-    .await?;
-    tx.execute(
-        &sql::FORGET_NODES,
-        &[Param::Int(expires_at - FORGET_NODES_AFTER_MS)],
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn put_session(tx: &mut dyn Tx, s: &Session<'_>) -> Result<()> {
-    tx.execute(
-        &sql::PUT_SESSION,
-        &[
-            Param::Text(&s.user.tenant),
-            Param::Text(&s.user.user_id),
-            Param::Text(s.session_id),
-            Param::Text(s.node_id),
-            Param::Bool(s.open),
-            Param::Int(s.expires_at),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// What [`touch_user`] records.
-pub struct Touch<'a> {
-    pub name: Option<&'a str>,
-    pub avatar: Option<&'a str>,
-    /// JSON array of the channels the user reads.
-    pub channels: Option<&'a str>,
-    pub activity_at: Option<i64>,
-    pub now: i64,
-}
-
-pub async fn touch_user(tx: &mut dyn Tx, user: &UserKey, t: &Touch<'_>) -> Result<()> {
-    tx.execute(
-        &sql::TOUCH_USER,
-        &[
-            Param::Text(&user.tenant),
-            Param::Text(&user.user_id),
-            Param::OptText(t.name),
-            Param::OptText(t.avatar),
-            Param::OptText(t.channels),
-            Param::OptInt(t.activity_at),
-            Param::Int(t.now),
-        ],
-    )
-    .await?;
-    Ok(())
+/// Creates or refreshes the user's row (a batch of one, see
+/// [`sessions::touch_users`]).
+pub async fn touch_user(
+    tx: &mut dyn Tx,
+    user: &UserKey,
+    touch: &UserTouch,
+    now: i64,
+) -> Result<()> {
+    sessions::touch_users(tx, &[(user, touch)], now).await
 }
 
 pub async fn set_status(
@@ -137,61 +91,9 @@ pub async fn user_presence(
     user: &UserKey,
     now: i64,
 ) -> Result<Option<UserPresence>> {
-    let row = tx
-        .query_opt(
-            &sql::USER_PRESENCE,
-            &[
-                Param::Text(&user.tenant),
-                Param::Text(&user.user_id),
-                Param::Int(now),
-            ],
-        )
-        .await?;
-    let Some(mut r) = row else { return Ok(None) };
-    let updated_at = r.int(7)?;
-    let viewing = match (r.opt_text(8)?, r.opt_text(9)?) {
-        (Some(resource_type), Some(resource_id)) => Some(Viewing {
-            resource_type,
-            resource_id,
-            since: r.opt_int(10)?.unwrap_or(updated_at),
-        }),
-        _ => None,
-    };
-    Ok(Some(UserPresence {
-        name: r.opt_text(0)?,
-        avatar: r.opt_text(1)?,
-        chosen_status: r.opt_text(2)?,
-        status_message: r.opt_text(3)?,
-        announced_status: r.text(4)?,
-        channels: r.text(5)?,
-        last_activity: r.int(6)?,
-        updated_at,
-        viewing,
-        online: r.bool(11)?,
-    }))
-}
-
-/// Compare-and-set of `announced_status`; true when this caller won.
-pub async fn announce(
-    tx: &mut dyn Tx,
-    user: &UserKey,
-    from: &str,
-    to: &str,
-    now: i64,
-) -> Result<bool> {
-    let changed = tx
-        .execute(
-            &sql::ANNOUNCE,
-            &[
-                Param::Text(&user.tenant),
-                Param::Text(&user.user_id),
-                Param::Text(from),
-                Param::Text(to),
-                Param::Int(now),
-            ],
-        )
-        .await?;
-    Ok(changed == 1)
+    Ok(sessions::users_presence(tx, &[user], now)
+        .await?
+        .remove(user))
 }
 
 fn user_keys(rows: Vec<super::tx::Row>) -> Result<Vec<UserKey>> {
@@ -343,51 +245,17 @@ pub async fn resource_users(
 /// Rooms left long ago are forgotten after this.
 const FORGET_ROOMS_AFTER_MS: i64 = 24 * 3600 * 1000;
 
+/// Sets the channels a session follows (a batch of one, see
+/// [`sessions::follow_all`]).
 pub async fn follow(
     tx: &mut dyn Tx,
     user: &UserKey,
     session_id: &str,
-    channels: &[&str],
+    channels: &[String],
     now: i64,
 ) -> Result<Vec<String>> {
-    let (tenant, user_id) = (user.tenant.as_str(), user.user_id.as_str());
-    tx.execute(
-        &sql::FORGET_SESSION_ROOMS,
-        &[
-            Param::Text(tenant),
-            Param::Text(user_id),
-            Param::Text(session_id),
-        ],
-    )
-    .await?;
-    if channels.is_empty() {
-        return Ok(Vec::new());
-    }
-    let n = channels.len();
-    tx.insert_rows(
-        &sql::INSERT_ROOMS,
-        &[
-            Column::Texts(vec![tenant; n]),
-            Column::Texts(channels.to_vec()),
-            Column::Texts(vec![user_id; n]),
-            Column::Texts(vec![session_id; n]),
-        ],
-    )
-    .await?;
-    let params = [
-        Param::Text(tenant),
-        Param::Text(user_id),
-        Param::Texts(channels),
-        Param::Int(now),
-    ];
-    let mut entered = Vec::new();
-    for statement in [&sql::ENTER_ROOMS_AGAIN, &sql::ENTER_NEW_ROOMS] {
-        for mut row in tx.query(statement, &params).await? {
-            entered.push(row.text(0)?);
-        }
-    }
-    tx.execute(&sql::TOUCH_ROOMS, &params).await?;
-    Ok(entered)
+    let mut entered = sessions::follow_all(tx, &[(user, session_id, channels)], now).await?;
+    Ok(entered.pop().unwrap_or_default())
 }
 
 pub async fn leave_rooms(

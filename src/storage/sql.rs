@@ -250,20 +250,43 @@ pub const HEARTBEAT_NODE: Sql = Sql::both(
 
 pub const FORGET_NODES: Sql = Sql::both("DELETE FROM presence_nodes WHERE expires_at < $1");
 
-pub const PUT_SESSION: Sql = Sql::both(
+// Presence is written in batches: rows travel as one array per column
+// (`Tx::insert_rows`, `Tx::query_rows`), `$1` the tenants, `$2` the users,
+// ...; Postgres runs one statement over their `UNNEST`, SQLite one prepared
+// statement per row.
+
+/// Rows of (tenant, user_id, session_id, node_id, open as 0/1, expires_at);
+/// one row per session.
+pub const PUT_SESSIONS: Sql = Sql::each(
     "INSERT INTO presence_sessions (tenant, user_id, session_id, node_id, open, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, user_id, session_id) DO UPDATE \
+     VALUES ($1, $2, $3, $4, $5 <> 0, $6) ON CONFLICT (tenant, user_id, session_id) DO UPDATE \
+     SET node_id = excluded.node_id, open = excluded.open, expires_at = excluded.expires_at",
+    "INSERT INTO presence_sessions (tenant, user_id, session_id, node_id, open, expires_at) \
+     SELECT t, u, s, n, o <> 0, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+     $5::bigint[], $6::bigint[]) AS x(t, u, s, n, o, e) \
+     ON CONFLICT (tenant, user_id, session_id) DO UPDATE \
      SET node_id = excluded.node_id, open = excluded.open, expires_at = excluded.expires_at",
 );
 
-pub const TOUCH_USER: Sql = Sql::both(
-    "INSERT INTO presence_users (tenant, user_id, name, avatar, channels, last_activity, updated_at) \
-     VALUES ($1, $2, $3, $4, COALESCE($5, '[]'), COALESCE($6, $7), $7) \
-     ON CONFLICT (tenant, user_id) DO UPDATE SET \
-     name = COALESCE(excluded.name, presence_users.name), \
-     avatar = COALESCE(excluded.avatar, presence_users.avatar), \
-     channels = COALESCE($5, presence_users.channels), \
-     last_activity = COALESCE($6, presence_users.last_activity)",
+/// Rows of (tenant, user_id, now): users seen for the first time get a row.
+pub const ADD_USERS: Sql = Sql::each(
+    "INSERT INTO presence_users (tenant, user_id, last_activity, updated_at) \
+     VALUES ($1, $2, $3, $3) ON CONFLICT (tenant, user_id) DO NOTHING",
+    "INSERT INTO presence_users (tenant, user_id, last_activity, updated_at) \
+     SELECT t, u, n, n FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS x(t, u, n) \
+     ON CONFLICT (tenant, user_id) DO NOTHING",
+);
+
+/// Rows of (tenant, user_id, name, avatar, channels, activity): each given
+/// value replaces the stored one; one row per user.
+pub const TOUCH_USERS: Sql = Sql::each(
+    "UPDATE presence_users SET name = COALESCE($3, name), avatar = COALESCE($4, avatar), \
+     channels = COALESCE($5, channels), last_activity = COALESCE($6, last_activity) \
+     WHERE tenant = $1 AND user_id = $2",
+    "UPDATE presence_users p SET name = COALESCE(x.n, p.name), avatar = COALESCE(x.a, p.avatar), \
+     channels = COALESCE(x.c, p.channels), last_activity = COALESCE(x.act, p.last_activity) \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
+     AS x(t, u, n, a, c, act) WHERE p.tenant = x.t AND p.user_id = x.u",
 );
 
 pub const SET_STATUS: Sql = Sql::both(
@@ -281,20 +304,34 @@ pub const SET_VIEWING: Sql = Sql::both(
      WHERE tenant = $1 AND user_id = $2",
 );
 
-/// A user's row and whether a session of theirs is alive at `$3`: its own
-/// expiry is ahead, or it is an open stream on a node whose heartbeat is.
-pub const USER_PRESENCE: Sql = Sql::both(
-    "SELECT u.name, u.avatar, u.chosen_status, u.status_message, u.announced_status, u.channels, \
-     u.last_activity, u.updated_at, u.viewing_type, u.viewing_id, u.viewing_since, \
-     EXISTS (SELECT 1 FROM presence_sessions s WHERE s.tenant = u.tenant AND s.user_id = u.user_id \
-     AND (s.expires_at > $3 OR (s.open AND EXISTS (SELECT 1 FROM presence_nodes n \
-     WHERE n.node_id = s.node_id AND n.expires_at > $3)))) \
-     FROM presence_users u WHERE u.tenant = $1 AND u.user_id = $2",
+/// Rows of (tenant, user_id, now): each user's row and whether a session
+/// of theirs is alive now: its own expiry is ahead, or it is an open stream
+/// on a node whose heartbeat is.
+pub const USERS_PRESENCE: Sql = Sql::each(
+    "SELECT p.tenant, p.user_id, p.name, p.avatar, p.chosen_status, p.status_message, \
+     p.announced_status, p.channels, p.last_activity, p.updated_at, p.viewing_type, p.viewing_id, \
+     p.viewing_since, EXISTS (SELECT 1 FROM presence_sessions s WHERE s.tenant = p.tenant \
+     AND s.user_id = p.user_id AND (s.expires_at > $3 OR (s.open AND EXISTS (SELECT 1 \
+     FROM presence_nodes n WHERE n.node_id = s.node_id AND n.expires_at > $3)))) \
+     FROM presence_users p WHERE p.tenant = $1 AND p.user_id = $2",
+    "SELECT p.tenant, p.user_id, p.name, p.avatar, p.chosen_status, p.status_message, \
+     p.announced_status, p.channels, p.last_activity, p.updated_at, p.viewing_type, p.viewing_id, \
+     p.viewing_since, EXISTS (SELECT 1 FROM presence_sessions s WHERE s.tenant = p.tenant \
+     AND s.user_id = p.user_id AND (s.expires_at > x.n OR (s.open AND EXISTS (SELECT 1 \
+     FROM presence_nodes n WHERE n.node_id = s.node_id AND n.expires_at > x.n)))) \
+     FROM presence_users p JOIN UNNEST($1::text[], $2::text[], $3::bigint[]) AS x(t, u, n) \
+     ON p.tenant = x.t AND p.user_id = x.u",
 );
 
-pub const ANNOUNCE: Sql = Sql::both(
+/// Rows of (tenant, user_id, from, to, now), one per user: compare-and-set
+/// of `announced_status`; answers the users whose change this caller won.
+pub const ANNOUNCE: Sql = Sql::each(
     "UPDATE presence_users SET announced_status = $4, updated_at = $5 \
-     WHERE tenant = $1 AND user_id = $2 AND announced_status = $3",
+     WHERE tenant = $1 AND user_id = $2 AND announced_status = $3 RETURNING tenant, user_id",
+    "UPDATE presence_users p SET announced_status = x.s, updated_at = x.n \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+     AS x(t, u, f, s, n) WHERE p.tenant = x.t AND p.user_id = x.u AND p.announced_status = x.f \
+     RETURNING p.tenant, p.user_id",
 );
 
 pub const SWEEP_SESSIONS: Sql = Sql::both(
@@ -345,9 +382,13 @@ pub const RESOURCE_USER_IDS: Sql = Sql::both(
      ORDER BY 1",
 );
 
-/// The channels a session follows are replaced: first its rows go.
-pub const FORGET_SESSION_ROOMS: Sql =
-    Sql::both("DELETE FROM presence_rooms WHERE tenant = $1 AND user_id = $2 AND session_id = $3");
+/// Rows of (tenant, user_id, session_id): the channels these sessions
+/// follow are replaced, so first their rows go.
+pub const FORGET_SESSION_ROOMS: Sql = Sql::each(
+    "DELETE FROM presence_rooms WHERE tenant = $1 AND user_id = $2 AND session_id = $3",
+    "DELETE FROM presence_rooms r USING UNNEST($1::text[], $2::text[], $3::text[]) AS x(t, u, s) \
+     WHERE r.tenant = x.t AND r.user_id = x.u AND r.session_id = x.s",
+);
 
 /// Rows of (tenant, channel, user_id, session_id).
 pub const INSERT_ROOMS: Sql = Sql::each(
@@ -357,32 +398,36 @@ pub const INSERT_ROOMS: Sql = Sql::each(
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
 );
 
-/// A user back in rooms they had left ($3: the channels): the ones whose
-/// joining is due.
+/// Rows of (tenant, user_id, channel, now), one per user and channel:
+/// users back in rooms they had left; answers those whose joining is due.
 pub const ENTER_ROOMS_AGAIN: Sql = Sql::each(
     "UPDATE presence_room_users SET present = true, updated_at = $4 \
-     WHERE tenant = $1 AND user_id = $2 AND channel IN (SELECT value FROM json_each($3)) \
-     AND NOT present RETURNING channel",
-    "UPDATE presence_room_users SET present = true, updated_at = $4 \
-     WHERE tenant = $1 AND user_id = $2 AND channel = ANY($3) AND NOT present RETURNING channel",
+     WHERE tenant = $1 AND user_id = $2 AND channel = $3 AND NOT present \
+     RETURNING tenant, user_id, channel",
+    "UPDATE presence_room_users r SET present = true, updated_at = x.n \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS x(t, u, c, n) \
+     WHERE r.tenant = x.t AND r.user_id = x.u AND r.channel = x.c AND NOT r.present \
+     RETURNING r.tenant, r.user_id, r.channel",
 );
 
-/// A user in rooms new to them: the ones whose joining is due.
+/// Rows as above: users in rooms new to them; answers those whose joining
+/// is due.
 pub const ENTER_NEW_ROOMS: Sql = Sql::each(
     "INSERT INTO presence_room_users (tenant, channel, user_id, present, updated_at) \
-     SELECT $1, value, $2, true, $4 FROM json_each($3) WHERE true \
-     ON CONFLICT DO NOTHING RETURNING channel",
+     VALUES ($1, $3, $2, true, $4) ON CONFLICT DO NOTHING RETURNING tenant, user_id, channel",
     "INSERT INTO presence_room_users (tenant, channel, user_id, present, updated_at) \
-     SELECT $1, c, $2, true, $4 FROM UNNEST($3::text[]) AS c \
-     ON CONFLICT DO NOTHING RETURNING channel",
+     SELECT t, c, u, true, n FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+     AS x(t, u, c, n) ON CONFLICT DO NOTHING RETURNING tenant, user_id, channel",
 );
 
-/// Every room a session follows was just followed (a leave waits).
+/// Rows as above: every room these sessions follow was just followed (a
+/// leave waits).
 pub const TOUCH_ROOMS: Sql = Sql::each(
     "UPDATE presence_room_users SET updated_at = $4 \
-     WHERE tenant = $1 AND user_id = $2 AND channel IN (SELECT value FROM json_each($3))",
-    "UPDATE presence_room_users SET updated_at = $4 \
-     WHERE tenant = $1 AND user_id = $2 AND channel = ANY($3)",
+     WHERE tenant = $1 AND user_id = $2 AND channel = $3",
+    "UPDATE presence_room_users r SET updated_at = x.n \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS x(t, u, c, n) \
+     WHERE r.tenant = x.t AND r.user_id = x.u AND r.channel = x.c",
 );
 
 /// Rows of sessions that no longer exist.

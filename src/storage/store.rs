@@ -18,14 +18,15 @@ use switchyard_core::storage::inbox::{
 };
 use switchyard_core::storage::notification::NotificationRow;
 use switchyard_core::storage::presence::{
-    ActiveUser, PresenceStore, Session, TypingKey, UserKey, UserPresence, Viewing,
+    ActiveUser, PresenceStore, SessionWrite, SessionWritten, StatusChange, TypingKey, UserKey,
+    UserPresence, UserTouch, Viewing,
 };
 use switchyard_core::storage::{AppendOutcome, AppendRequest, CursorExpired, Result, Storage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, Durability};
-use super::{edit, inbox, log, presence};
+use super::{edit, inbox, log, presence, sessions};
 
 /// The storage of one backend.
 pub struct Store<B> {
@@ -157,30 +158,7 @@ impl<B: Backend> PresenceStore for Store<B> {
         let node_id = node_id.to_string();
         self.backend
             .write(Durability::Normal, move |tx| {
-                Box::pin(async move { presence::heartbeat_node(tx, &node_id, expires_at).await })
-            })
-            .await
-    }
-
-    async fn put_session(&self, session: Session<'_>) -> Result<()> {
-        let (user, id, node) = (
-            session.user.clone(),
-            session.session_id.to_string(),
-            session.node_id.to_string(),
-        );
-        let (open, expires_at) = (session.open, session.expires_at);
-        self.backend
-            .write(Durability::Normal, move |tx| {
-                Box::pin(async move {
-                    let session = Session {
-                        user: &user,
-                        session_id: &id,
-                        node_id: &node,
-                        open,
-                        expires_at,
-                    };
-                    presence::put_session(tx, &session).await
-                })
+                Box::pin(async move { sessions::heartbeat_node(tx, &node_id, expires_at).await })
             })
             .await
     }
@@ -195,23 +173,15 @@ impl<B: Backend> PresenceStore for Store<B> {
         now: i64,
     ) -> Result<()> {
         let user = user.clone();
-        let (name, avatar, channels) = (
-            name.map(str::to_string),
-            avatar.map(str::to_string),
-            channels.map(str::to_string),
-        );
+        let touch = UserTouch {
+            name: name.map(str::to_string),
+            avatar: avatar.map(str::to_string),
+            channels: channels.map(str::to_string),
+            activity_at,
+        };
         self.backend
             .write(Durability::Normal, move |tx| {
-                Box::pin(async move {
-                    let touch = presence::Touch {
-                        name: name.as_deref(),
-                        avatar: avatar.as_deref(),
-                        channels: channels.as_deref(),
-                        activity_at,
-                        now,
-                    };
-                    presence::touch_user(tx, &user, &touch).await
-                })
+                Box::pin(async move { presence::touch_user(tx, &user, &touch, now).await })
             })
             .await
     }
@@ -260,11 +230,27 @@ impl<B: Backend> PresenceStore for Store<B> {
             .await
     }
 
-    async fn announce(&self, user: &UserKey, from: &str, to: &str, now: i64) -> Result<bool> {
-        let (user, from, to) = (user.clone(), from.to_string(), to.to_string());
+    async fn write_sessions(
+        &self,
+        node_id: &str,
+        heartbeat: Option<i64>,
+        writes: Arc<[SessionWrite]>,
+        now: i64,
+    ) -> Result<Vec<SessionWritten>> {
+        let node_id = node_id.to_string();
         self.backend
             .write(Durability::Normal, move |tx| {
-                Box::pin(async move { presence::announce(tx, &user, &from, &to, now).await })
+                Box::pin(async move {
+                    sessions::write_sessions(tx, &node_id, heartbeat, &writes, now).await
+                })
+            })
+            .await
+    }
+
+    async fn announce(&self, changes: Vec<StatusChange>, now: i64) -> Result<Vec<bool>> {
+        self.backend
+            .write(Durability::Normal, move |tx| {
+                Box::pin(async move { sessions::announce_all(tx, &changes, now).await })
             })
             .await
     }
@@ -280,10 +266,9 @@ impl<B: Backend> PresenceStore for Store<B> {
             (user.clone(), session_id.to_string(), channels.to_vec());
         self.backend
             .write(Durability::Normal, move |tx| {
-                Box::pin(async move {
-                    let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
-                    presence::follow(tx, &user, &session_id, &channels, now).await
-                })
+                Box::pin(
+                    async move { presence::follow(tx, &user, &session_id, &channels, now).await },
+                )
             })
             .await
     }

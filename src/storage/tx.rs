@@ -31,6 +31,7 @@ pub enum Param<'a> {
 #[derive(Debug, Clone)]
 pub enum Column<'a> {
     Ints(Vec<i64>),
+    OptInts(Vec<Option<i64>>),
     Texts(Vec<&'a str>),
     OptTexts(Vec<Option<&'a str>>),
 }
@@ -39,6 +40,7 @@ impl Column<'_> {
     pub fn len(&self) -> usize {
         match self {
             Column::Ints(v) => v.len(),
+            Column::OptInts(v) => v.len(),
             Column::Texts(v) => v.len(),
             Column::OptTexts(v) => v.len(),
         }
@@ -122,6 +124,10 @@ pub trait Tx: Send {
     /// insert statement of the table (one statement per row on SQLite, one
     /// for all rows on Postgres).
     async fn insert_rows(&mut self, sql: &Sql, columns: &[Column<'_>]) -> Result<()>;
+
+    /// Runs a statement for many rows given as columns, like
+    /// [`Tx::insert_rows`], and returns the rows it answers for them all.
+    async fn query_rows(&mut self, sql: &Sql, columns: &[Column<'_>]) -> Result<Vec<Row>>;
 
     /// The first row, if any.
     async fn query_opt(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<Option<Row>> {

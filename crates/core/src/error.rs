@@ -193,7 +193,7 @@ impl StorageError {
 pub type StorageResult<T> = std::result::Result<T, StorageError>;
 
 /// A failure answered to a client, on any transport.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A refusal the client can act on: its code, a human message, details.
     #[error("{}: {message}", code.as_str())]

@@ -91,16 +91,37 @@ impl Tx for PgTx<'_> {
         if columns.first().is_none_or(Column::is_empty) {
             return Ok(());
         }
-        // One statement for every row: each column travels as one array.
-        let mut query = sqlx::query(sql.postgres);
-        for column in columns {
-            query = match column {
-                Column::Ints(v) => query.bind(v.as_slice()),
-                Column::Texts(v) => query.bind(v.as_slice()),
-                Column::OptTexts(v) => query.bind(v.as_slice()),
-            };
-        }
-        query.execute(&mut *self.conn).await.map_err(classify)?;
+        bind_columns(sqlx::query(sql.postgres), columns)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
+
+    async fn query_rows(&mut self, sql: &Sql, columns: &[Column<'_>]) -> Result<Vec<Row>> {
+        if columns.first().is_none_or(Column::is_empty) {
+            return Ok(Vec::new());
+        }
+        let rows = bind_columns(sqlx::query(sql.postgres), columns)
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(row).collect()
+    }
+}
+
+/// One statement for every row: each column travels as one array.
+fn bind_columns<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    columns: &'q [Column<'q>],
+) -> Query<'q, Postgres, PgArguments> {
+    for column in columns {
+        query = match column {
+            Column::Ints(v) => query.bind(v.as_slice()),
+            Column::OptInts(v) => query.bind(v.as_slice()),
+            Column::Texts(v) => query.bind(v.as_slice()),
+            Column::OptTexts(v) => query.bind(v.as_slice()),
+        };
+    }
+    query
 }

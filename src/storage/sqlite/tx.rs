@@ -124,38 +124,67 @@ impl Tx for SqliteTx<'_> {
     async fn query(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>> {
         let mut stmt = self.conn.prepare(sql)?;
         bind(&mut stmt, params)?;
-        let columns = stmt.column_count();
+        let width = stmt.column_count();
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(classify)? {
-            let mut cells = Vec::with_capacity(columns);
-            for i in 0..columns {
-                cells.push(cell(row.get_ref(i).map_err(classify)?)?);
-            }
-            out.push(Row(cells));
+            out.push(read_row(row, width)?);
         }
         Ok(out)
     }
 
     async fn insert_rows(&mut self, sql: &Sql, columns: &[Column<'_>]) -> Result<()> {
-        let Some(n) = columns.first().map(Column::len) else {
-            return Ok(());
-        };
         let mut stmt = self.conn.prepare(sql)?;
         // One prepared statement, run per row: no round trips to save here.
-        for row in 0..n {
-            for (i, column) in columns.iter().enumerate() {
-                let bound = match column {
-                    Column::Ints(v) => stmt.raw_bind_parameter(i + 1, v[row]),
-                    Column::Texts(v) => stmt.raw_bind_parameter(i + 1, v[row]),
-                    Column::OptTexts(v) => stmt.raw_bind_parameter(i + 1, v[row]),
-                };
-                bound.map_err(classify)?;
-            }
+        for row in 0..rows(columns) {
+            bind_row(&mut stmt, columns, row)?;
             stmt.raw_execute().map_err(classify)?;
         }
         Ok(())
     }
+
+    async fn query_rows(&mut self, sql: &Sql, columns: &[Column<'_>]) -> Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let width = stmt.column_count();
+        let mut out = Vec::new();
+        for row in 0..rows(columns) {
+            bind_row(&mut stmt, columns, row)?;
+            let mut answered = stmt.raw_query();
+            while let Some(r) = answered.next().map_err(classify)? {
+                out.push(read_row(r, width)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn rows(columns: &[Column<'_>]) -> usize {
+    columns.first().map_or(0, Column::len)
+}
+
+fn bind_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    columns: &[Column<'_>],
+    row: usize,
+) -> Result<()> {
+    for (i, column) in columns.iter().enumerate() {
+        let bound = match column {
+            Column::Ints(v) => stmt.raw_bind_parameter(i + 1, v[row]),
+            Column::OptInts(v) => stmt.raw_bind_parameter(i + 1, v[row]),
+            Column::Texts(v) => stmt.raw_bind_parameter(i + 1, v[row]),
+            Column::OptTexts(v) => stmt.raw_bind_parameter(i + 1, v[row]),
+        };
+        bound.map_err(classify)?;
+    }
+    Ok(())
+}
+
+fn read_row(r: &rusqlite::Row<'_>, width: usize) -> Result<Row> {
+    let mut cells = Vec::with_capacity(width);
+    for i in 0..width {
+        cells.push(cell(r.get_ref(i).map_err(classify)?)?);
+    }
+    Ok(Row(cells))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::event::{NewEvent, encode_data};
 use crate::identity::Identity;
 use crate::storage::AppendRequest;
-use crate::storage::presence::UserKey;
+use crate::storage::presence::{StatusChange, UserKey, UserPresence};
 
 impl Presence {
     pub(super) fn event(
@@ -75,19 +75,67 @@ impl Presence {
         let Some(p) = self.storage.user_presence(user, now).await? else {
             return Ok(());
         };
-        let status = effective_status(&p, now, self.away_after);
-        let changed = status != p.announced_status;
-        if changed
-            && !self
-                .storage
-                .announce(user, &p.announced_status, status, now)
-                .await?
-        {
-            return Ok(()); // another request or node announced it
+        let events = self
+            .status_events(vec![(user.clone(), p)], force, now)
+            .await?;
+        self.append_all(events).await
+    }
+
+    /// The events announcing each user's effective status where it changed
+    /// and this caller won the change (one compare-and-set transaction for
+    /// all of them), or always when `force`. A user gone offline stops
+    /// viewing too.
+    pub(super) async fn status_events(
+        &self,
+        users: Vec<(UserKey, UserPresence)>,
+        force: bool,
+        now: i64,
+    ) -> Result<Vec<(UserKey, Vec<NewEvent>)>, Error> {
+        let statuses: Vec<&'static str> = users
+            .iter()
+            .map(|(_, p)| effective_status(p, now, self.away_after))
+            .collect();
+        let changes: Vec<StatusChange> = users
+            .iter()
+            .zip(&statuses)
+            .filter(|((_, p), status)| **status != p.announced_status)
+            .map(|((user, p), status)| StatusChange {
+                user: user.clone(),
+                from: p.announced_status.clone(),
+                to: status.to_string(),
+            })
+            .collect();
+        let mut won = if changes.is_empty() {
+            Vec::new()
+        } else {
+            self.storage.announce(changes, now).await?
         }
-        if !changed && !force {
-            return Ok(());
+        .into_iter();
+        let mut announced = Vec::new();
+        for ((user, p), status) in users.into_iter().zip(statuses) {
+            let changed = status != p.announced_status;
+            // Another request or node announced it.
+            if changed && !won.next().unwrap_or(false) {
+                continue;
+            }
+            if !changed && !force {
+                continue;
+            }
+            let events = self.status_change(&user, &p, status, changed, now).await?;
+            announced.push((user, events));
         }
+        Ok(announced)
+    }
+
+    /// The events of one user's announced status.
+    async fn status_change(
+        &self,
+        user: &UserKey,
+        p: &UserPresence,
+        status: &str,
+        changed: bool,
+        now: i64,
+    ) -> Result<Vec<NewEvent>, Error> {
         let data = json!({
             "user_id": user.user_id,
             "status": status,
@@ -111,7 +159,20 @@ impl Presence {
                 events.push(self.event(channel, "user.viewing", &data)?);
             }
         }
-        self.append_as(&user.tenant, &user.user_id, events).await
+        Ok(events)
+    }
+
+    /// Appends each user's events as theirs, all at once (the log's writer
+    /// commits them together).
+    pub(super) async fn append_all(
+        &self,
+        events: Vec<(UserKey, Vec<NewEvent>)>,
+    ) -> Result<(), Error> {
+        let appends = events.into_iter().map(|(user, events)| async move {
+            self.append_as(&user.tenant, &user.user_id, events).await
+        });
+        futures_util::future::try_join_all(appends).await?;
+        Ok(())
     }
 
     /// Heartbeat, TTL expiry, away detection and typing expiry, until shutdown.
@@ -149,9 +210,15 @@ impl Presence {
         for u in self.storage.stale_announcements(now, idle_before).await? {
             users.insert((u.tenant, u.user_id));
         }
+        let mut read = Vec::with_capacity(users.len());
         for (tenant, user_id) in users {
-            self.refresh(&UserKey { tenant, user_id }, false).await?;
+            let user = UserKey { tenant, user_id };
+            if let Some(p) = self.storage.user_presence(&user, now).await? {
+                read.push((user, p));
+            }
         }
+        let events = self.status_events(read, false, now).await?;
+        self.append_all(events).await?;
         self.announce_leaves(now).await?;
         let mut ended: BTreeMap<(String, String), Vec<NewEvent>> = BTreeMap::new();
         for t in self.storage.expired_typing(now).await? {

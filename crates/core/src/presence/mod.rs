@@ -11,19 +11,21 @@
 //! Service tokens are backends, not people: they have no presence.
 
 mod announce;
+mod queue;
 pub mod requests;
 mod rooms;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channel::{Channel, Namespaces};
 use crate::clock::now_ms;
-use crate::error::{Error, StorageFault};
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::log::EventLog;
 use crate::storage::Storage;
-use crate::storage::presence::{Session, UserKey, UserPresence};
+use crate::storage::presence::{SessionWrite, UserKey, UserPresence, UserTouch};
 
 /// A typing state not refreshed within this ends by itself.
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
@@ -47,6 +49,8 @@ pub struct Presence {
     /// per [`Self::action_every`], the rest is written by the next sweep.
     /// The sweep drops entries with nothing left to write.
     recent_actions: std::sync::Mutex<std::collections::HashMap<UserKey, RecentAction>>,
+    /// Sessions waiting to be recorded in a batch.
+    sessions: queue::Queue,
 }
 
 /// A polling session as one string: its tenant, user and id (`poll`, or
@@ -81,28 +85,16 @@ impl PresenceGuard {
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
-        let presence = self.presence.clone();
-        let user = self.user.clone();
-        let session_id = self.session_id();
-        // Drop cannot wait; a failure here only delays "offline" until the node's heartbeat lapses.
-        tokio::spawn(async move {
-            let expires_at = now_ms() + presence.ttl.as_millis() as i64;
-            let session = Session {
-                user: &user,
-                session_id: &session_id,
-                node_id: &presence.node_id,
-                open: false,
-                expires_at,
-            };
-            match presence.storage.put_session(session).await {
-                Ok(()) => {}
-                // Shutting down: the node's heartbeat stops too, so the
-                // session still ends after the TTL.
-                Err(e) if e.fault == StorageFault::Closed => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not record a closed stream for presence")
-                }
-            }
+        // Drop cannot wait; a failure here only delays "offline" until the
+        // node's heartbeat lapses.
+        let expires_at = self.presence.expiry(now_ms());
+        self.presence.record_later(SessionWrite {
+            user: self.user.clone(),
+            session_id: self.session_id(),
+            open: false,
+            expires_at,
+            touch: None,
+            follows: None,
         });
     }
 }
@@ -145,6 +137,7 @@ impl Presence {
             away_after,
             recent_polls: Default::default(),
             recent_actions: Default::default(),
+            sessions: Default::default(),
         }
     }
 
@@ -164,7 +157,9 @@ impl Presence {
         now + self.ttl.as_millis() as i64
     }
 
-    /// A stream opened: the user is online until the guard drops and a TTL passes.
+    /// A stream opened: the user is online until the guard drops and a TTL
+    /// passes, in the rooms of the channels it follows. Recorded in a batch
+    /// with the other sessions queued meanwhile.
     pub async fn stream_opened(
         self: &Arc<Self>,
         who: &Identity,
@@ -176,21 +171,15 @@ impl Presence {
         let user = key(who);
         let now = now_ms();
         let id = uuid::Uuid::new_v4();
-        let session_id = id.to_string();
-        self.storage
-            .heartbeat_node(&self.node_id, self.expiry(now))
-            .await?;
-        let session = Session {
-            user: &user,
-            session_id: &session_id,
-            node_id: &self.node_id,
+        self.record(SessionWrite {
+            user: user.clone(),
+            session_id: id.to_string(),
             open: true,
             expires_at: self.expiry(now),
-        };
-        self.storage.put_session(session).await?;
-        self.touch(who, Some(channels), Some(now), now).await?;
-        self.refresh(&user, false).await?;
-        self.enter(who, &session_id, channels, now).await?;
+            touch: Some(user_touch(who, Some(channels), Some(now))),
+            follows: Some(names(channels)),
+        })
+        .await?;
         Ok(Some(PresenceGuard {
             presence: self.clone(),
             user,
@@ -202,7 +191,7 @@ impl Presence {
     /// it read. Its session is the client's connection (when it names one)
     /// or the user's polls as one.
     pub async fn polled(
-        &self,
+        self: &Arc<Self>,
         who: &Identity,
         channels: &[Channel],
         connection_id: Option<&str>,
@@ -231,22 +220,18 @@ impl Presence {
                 }
             }
         }
-        let user = key(who);
-        let session_id = match connection_id {
-            Some(id) => format!("poll:{id}"),
-            None => "poll".to_string(),
-        };
-        let session = Session {
-            user: &user,
-            session_id: &session_id,
-            node_id: &self.node_id,
+        self.record(SessionWrite {
+            user: key(who),
+            session_id: match connection_id {
+                Some(id) => format!("poll:{id}"),
+                None => "poll".to_string(),
+            },
             open: false,
             expires_at: self.expiry(now),
-        };
-        self.storage.put_session(session).await?;
-        self.touch(who, Some(channels), None, now).await?;
-        self.refresh(&user, false).await?;
-        self.enter(who, &session_id, channels, now).await
+            touch: Some(user_touch(who, Some(channels), None)),
+            follows: Some(names(channels)),
+        })
+        .await
     }
 
     /// A client action (publish, presence, typing, editing): not away any
@@ -334,20 +319,35 @@ impl Presence {
         activity: Option<i64>,
         now: i64,
     ) -> Result<(), Error> {
-        let channels = channels.map(|c| {
-            serde_json::to_string(&c.iter().map(Channel::as_str).collect::<Vec<_>>())
-                .expect("strings")
-        });
+        let t = user_touch(who, channels, activity);
         self.storage
             .touch_user(
                 &key(who),
-                who.name.as_deref(),
-                who.avatar.as_deref(),
-                channels.as_deref(),
-                activity,
+                t.name.as_deref(),
+                t.avatar.as_deref(),
+                t.channels.as_deref(),
+                t.activity_at,
                 now,
             )
             .await?;
         Ok(())
     }
+}
+
+/// What a session says of its user: name, avatar, the channels read (when
+/// it reads any) and the time of an action (when it is one).
+fn user_touch(who: &Identity, channels: Option<&[Channel]>, activity_at: Option<i64>) -> UserTouch {
+    UserTouch {
+        name: who.name.clone(),
+        avatar: who.avatar.clone(),
+        channels: channels.map(|c| {
+            serde_json::to_string(&c.iter().map(Channel::as_str).collect::<Vec<_>>())
+                .expect("strings")
+        }),
+        activity_at,
+    }
+}
+
+fn names(channels: &[Channel]) -> Vec<String> {
+    channels.iter().map(|c| c.as_str().to_string()).collect()
 }

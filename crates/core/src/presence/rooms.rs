@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Presence, PresenceGuard, key};
+use super::{Presence, PresenceGuard, key, names};
 use crate::channel::{Channel, Namespaces};
 use crate::clock::{format_timestamp, now_ms};
 use crate::error::Error;
+use crate::event::NewEvent;
 use crate::identity::Identity;
 use crate::storage::presence::UserKey;
 
@@ -48,17 +49,26 @@ impl Presence {
         channels: &[Channel],
         now: i64,
     ) -> Result<(), Error> {
-        let names: Vec<String> = channels.iter().map(|c| c.as_str().to_string()).collect();
         let entered = self
             .storage
-            .follow(&key(who), session_id, &names, now)
+            .follow(&key(who), session_id, &names(channels), now)
             .await?;
-        let data =
-            json!({"user_id": who.user_id, "name": who.name, "timestamp": format_timestamp(now)});
-        let events = announced(&self.namespaces, &entered)
-            .map(|channel| self.event(channel, "user.connected", &data))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let events = self.connected_events(&who.user_id, who.name.as_deref(), &entered, now)?;
         self.append(who, events).await
+    }
+
+    /// `user.connected` on each room entered that announces it.
+    pub(super) fn connected_events(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+        entered: &[String],
+        now: i64,
+    ) -> Result<Vec<NewEvent>, Error> {
+        let data = json!({"user_id": user_id, "name": name, "timestamp": format_timestamp(now)});
+        announced(&self.namespaces, entered)
+            .map(|channel| self.event(channel, "user.connected", &data))
+            .collect()
     }
 
     /// The channels an open stream follows changed.

@@ -68,14 +68,48 @@ pub struct ActiveUser {
     pub typing: Vec<String>,
 }
 
-/// A session to record: an open stream, or a poll.
+/// A session to record in a batch ([`PresenceStore::write_sessions`]):
+/// a stream that opened or closed, or a poll renewing its session.
 #[derive(Debug, Clone)]
-pub struct Session<'a> {
-    pub user: &'a UserKey,
-    pub session_id: &'a str,
-    pub node_id: &'a str,
+pub struct SessionWrite {
+    pub user: UserKey,
+    pub session_id: String,
+    /// An open stream (alive while its node's heartbeat is), or a session
+    /// alive until `expires_at`.
     pub open: bool,
     pub expires_at: i64,
+    /// What the session says of its user, when it says anything.
+    pub touch: Option<UserTouch>,
+    /// The channels the session follows from now on, when they are set.
+    pub follows: Option<Vec<String>>,
+}
+
+/// A user's row as a session refreshes it (see [`PresenceStore::touch_user`]).
+#[derive(Debug, Clone)]
+pub struct UserTouch {
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    /// JSON array of the channels the user reads.
+    pub channels: Option<String>,
+    pub activity_at: Option<i64>,
+}
+
+/// What recording one [`SessionWrite`] found.
+#[derive(Debug, Clone, Default)]
+pub struct SessionWritten {
+    /// The rooms the user entered by it (see [`PresenceStore::follow`]).
+    pub entered: Vec<String>,
+    /// The user's presence after the whole batch, for a write that touched
+    /// its user.
+    pub presence: Option<UserPresence>,
+}
+
+/// A transition of a user's `announced_status` ([`PresenceStore::announce`]).
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub user: UserKey,
+    pub from: String,
+    pub to: String,
 }
 
 /// What presence needs from storage.
@@ -83,9 +117,6 @@ pub struct Session<'a> {
 pub trait PresenceStore: Send + Sync {
     /// Keeps this node's open streams alive until `expires_at`.
     async fn heartbeat_node(&self, node_id: &str, expires_at: i64) -> Result<()>;
-
-    /// Records or refreshes a session.
-    async fn put_session(&self, session: Session<'_>) -> Result<()>;
 
     /// Creates or refreshes the user's row: name, avatar, the channels they
     /// read, and (for client actions) their last activity.
@@ -119,8 +150,21 @@ pub trait PresenceStore: Send + Sync {
     /// The user's presence as of `now`, or `None` if never seen.
     async fn user_presence(&self, user: &UserKey, now: i64) -> Result<Option<UserPresence>>;
 
-    /// Compare-and-set of `announced_status`; true when this caller won.
-    async fn announce(&self, user: &UserKey, from: &str, to: &str, now: i64) -> Result<bool>;
+    /// Records sessions in one transaction, in order: each session, its
+    /// user's row and the rooms it follows, after renewing this node's
+    /// heartbeat to `heartbeat` (when streams open). Returns what each
+    /// write found, in order.
+    async fn write_sessions(
+        &self,
+        node_id: &str,
+        heartbeat: Option<i64>,
+        writes: std::sync::Arc<[SessionWrite]>,
+        now: i64,
+    ) -> Result<Vec<SessionWritten>>;
+
+    /// Compare-and-set of each user's `announced_status`, in one
+    /// transaction; true for each change this caller won.
+    async fn announce(&self, changes: Vec<StatusChange>, now: i64) -> Result<Vec<bool>>;
 
     /// Deletes dead sessions; returns the users that lost one.
     async fn sweep_sessions(&self, now: i64) -> Result<Vec<UserKey>>;
