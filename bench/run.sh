@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchyard vs Nchan, side by side on one machine.
 #
-#   bench/run.sh [fanout|idle|longpoll|publish|edit|messages|ws|zipf|all]
+#   bench/run.sh [fanout|idle|longpoll|publish|edit|messages|ws|zipf|storm|all]
 #
 # Servers run pinned to one core (SERVER_CPU, default 0): Nchan with one
 # nginx worker, Switchyard with TOKIO_WORKER_THREADS=1. The load generator
@@ -45,6 +45,17 @@
 #                             users opening at once are 40,000 events to
 #                             thousands of followers, which Switchyard is
 #                             still delivering seconds after the last open
+#   STORM_STREAMS=16700 STORM_IN_FLIGHT=256 STORM_SETTLE_SECS=1
+#                             `storm`: a node's clients reconnecting at once
+#                             (after a restart): STORM_STREAMS SSE streams of
+#                             distinct users opened with STORM_IN_FLIGHT
+#                             opens in flight; opens per second, failures
+#                             (a 503 when presence's writes fall behind), and
+#                             one broadcast reaching them all after. Rows on
+#                             Postgres too when SWITCHYARD_BENCH_POSTGRES_URL
+#                             is set (with a baseline binary, its Postgres
+#                             row as well: switchyard-baseline-pg). Not part
+#                             of `all`.
 #   SWITCHYARD_BASELINE_BIN=path an older server binary run beside the new
 #                             one in every round (label switchyard-baseline,
 #                             on SQLite): a same-run ratio for editing, which
@@ -67,9 +78,9 @@ set -euo pipefail
 
 SCENARIO=${1:-all}
 case "$SCENARIO" in
-fanout | idle | longpoll | publish | edit | messages | ws | zipf | all) ;;
+fanout | idle | longpoll | publish | edit | messages | ws | zipf | storm | all) ;;
 *)
-  echo "usage: $0 [fanout|idle|longpoll|publish|edit|messages|ws|zipf|all]" >&2
+  echo "usage: $0 [fanout|idle|longpoll|publish|edit|messages|ws|zipf|storm|all]" >&2
   exit 2
   ;;
 esac
@@ -83,6 +94,9 @@ FANOUT_STEP_FACTOR=${FANOUT_STEP_FACTOR:-1.25}
 FANOUT_LATENCY_SECS=${FANOUT_LATENCY_SECS:-10}
 IDLE_STREAMS=${IDLE_STREAMS:-10000}
 IDLE_SETTLE_SECS=${IDLE_SETTLE_SECS:-5}
+STORM_STREAMS=${STORM_STREAMS:-16700}
+STORM_IN_FLIGHT=${STORM_IN_FLIGHT:-256}
+STORM_SETTLE_SECS=${STORM_SETTLE_SECS:-1}
 LONGPOLL_CONNS=${LONGPOLL_CONNS:-50}
 LONGPOLL_SECS=${LONGPOLL_SECS:-10}
 PUBLISH_CONNS=${PUBLISH_CONNS:-8}
@@ -259,6 +273,7 @@ run_target() {
   switchyard | switchyard-ws-*) start_switchyard sqlite "$RUN_NO" ;;
   switchyard-pg) start_switchyard postgres "$RUN_NO" ;;
   switchyard-baseline) start_switchyard sqlite "$RUN_NO" "$WORK/bin/switchyard-baseline" ;;
+  switchyard-baseline-pg) start_switchyard postgres "$RUN_NO" "$WORK/bin/switchyard-baseline" ;;
   esac
   case "$label" in
   switchyard*) url="http://127.0.0.1:$SY_PORT" ;;
@@ -280,10 +295,11 @@ run_target() {
 # too, except for conversations, which older builds do not have).
 switchyard_labels() {
   local labels=switchyard
-  if [ -n "$PG_URL" ] && { [ "$1" = publish ] || [ "$BENCH_PG_ALL" = 1 ]; }; then
+  if [ -n "$PG_URL" ] && { [ "$1" = publish ] || [ "$1" = storm ] || [ "$BENCH_PG_ALL" = 1 ]; }; then
     labels="$labels switchyard-pg"
   fi
   if [ -n "$BASELINE_BIN" ] && [ "$1" != messages ]; then labels="$labels switchyard-baseline"; fi
+  if [ -n "$BASELINE_BIN" ] && [ -n "$PG_URL" ] && [ "$1" = storm ]; then labels="$labels switchyard-baseline-pg"; fi
   echo "$labels"
 }
 
@@ -381,6 +397,14 @@ scenario_zipf() {
   each_run zipf zipf --streams "$ZIPF_STREAMS" --follow "$ZIPF_FOLLOW" --channels "$ZIPF_CHANNELS" \
     --zipf-s "$ZIPF_S" -d "$ZIPF_STEP_SECS" --start-rate "$ZIPF_START_RATE" \
     --step-factor "$ZIPF_STEP_FACTOR" --touch-rate "$ZIPF_TOUCH_RATE" --settle "$ZIPF_SETTLE_SECS"
+}
+
+# A node's clients reconnecting at once: distinct users, every open writing
+# presence (Nchan keeps none: its row is the cost of the connections alone).
+scenario_storm() {
+  log "storm: $STORM_STREAMS SSE streams of distinct users, $STORM_IN_FLIGHT opens in flight"
+  each_run storm idle --storm -n "$STORM_STREAMS" --connect-concurrency "$STORM_IN_FLIGHT" \
+    --settle "$STORM_SETTLE_SECS" --timeout 60
 }
 
 # The whole run is one function, read before it starts: editing this file

@@ -46,6 +46,11 @@ pub struct IdleArgs {
     /// This process's index among `--processes` (0 publishes).
     #[arg(long, default_value_t = 0)]
     index: usize,
+    /// Report as the `storm` scenario (a node's clients reconnecting at
+    /// once, `--connect-concurrency` in flight): the rate streams open at is
+    /// the primary figure, not memory.
+    #[arg(long)]
+    storm: bool,
 }
 
 /// Waits until every process of the run has its streams open.
@@ -198,13 +203,21 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         "open_s".into(),
         json!((subs.took.as_secs_f64() * 100.0).round() / 100.0),
     );
+    m.insert(
+        "opens_per_s".into(),
+        json!((opened as f64 / subs.took.as_secs_f64().max(1e-3)).round()),
+    );
     percentiles("broadcast_", &latency, &mut m);
     Outcome {
         common: &args.common,
-        scenario: "idle",
-        primary: "bytes_per_stream",
-        higher_is_better: false,
-        params: json!({"streams": args.streams, "settle_s": args.settle, "processes": args.processes, "index": args.index}),
+        scenario: if args.storm { "storm" } else { "idle" },
+        primary: if args.storm {
+            "opens_per_s"
+        } else {
+            "bytes_per_stream"
+        },
+        higher_is_better: args.storm,
+        params: json!({"streams": args.streams, "settle_s": args.settle, "processes": args.processes, "index": args.index, "connect_concurrency": args.common.connect_concurrency}),
         metrics: m,
         valid: subs.failed == 0 && received == opened && pub_stats.failed.is_empty(),
         notes: subs

@@ -158,6 +158,16 @@ fn main_columns(scenario: &str) -> Option<&'static [&'static str]> {
             "broadcast_p50_ms",
             "broadcast_max_ms",
         ],
+        "storm" => &[
+            "streams",
+            "opens_per_s",
+            "open_s",
+            "failed_to_open",
+            "bytes_per_stream",
+            "missed",
+            "broadcast_p50_ms",
+            "broadcast_max_ms",
+        ],
         "edit" => &[
             "ops_per_s",
             "p50_ms",
