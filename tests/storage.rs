@@ -936,10 +936,15 @@ async fn rooms_are_entered_once_and_left_when_no_session_follows(backend: Backen
             .is_empty(),
         "once"
     );
-    // Back in task:2: entered again. The sessions expire: both rooms left.
+    // Back in task:2: entered again. The sessions expire and are swept
+    // (their rooms with them): both rooms left.
     assert_eq!(
         follow("s2", &["task:1", "task:2"], NOW + 20_000).await,
         ["task:2"]
+    );
+    assert_eq!(
+        s.sweep_sessions(NOW + 70_000).await.unwrap(),
+        vec![alice.clone()]
     );
     let mut left = s.leave_rooms(NOW + 70_000, NOW + 65_000).await.unwrap();
     left.sort();

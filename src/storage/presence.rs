@@ -108,9 +108,20 @@ fn user_keys(rows: Vec<super::tx::Row>) -> Result<Vec<UserKey>> {
 }
 
 /// Deletes dead sessions; returns the users that lost one, once each.
+/// Deletes dead sessions, and their rooms (marked to be checked for
+/// leaves); returns the users that lost one, once each.
 pub async fn sweep_sessions(tx: &mut dyn Tx, now: i64) -> Result<Vec<UserKey>> {
-    let rows = tx.query(&sql::SWEEP_SESSIONS, &[Param::Int(now)]).await?;
-    let mut users = user_keys(rows)?;
+    let mut ended = Vec::new();
+    for mut row in tx.query(&sql::SWEEP_SESSIONS, &[Param::Int(now)]).await? {
+        let user = UserKey {
+            tenant: row.text(0)?,
+            user_id: row.text(1)?,
+        };
+        ended.push((user, row.text(2)?));
+    }
+    let sessions: Vec<(&UserKey, &str)> = ended.iter().map(|(u, s)| (u, s.as_str())).collect();
+    sessions::forget_rooms(tx, &sessions).await?;
+    let mut users: Vec<UserKey> = ended.into_iter().map(|(user, _)| user).collect();
     users.sort_by(|a, b| (&a.tenant, &a.user_id).cmp(&(&b.tenant, &b.user_id)));
     users.dedup();
     Ok(users)
@@ -263,7 +274,6 @@ pub async fn leave_rooms(
     now: i64,
     quiet_since: i64,
 ) -> Result<Vec<(UserKey, String)>> {
-    tx.execute(&sql::FORGET_ORPHAN_ROOMS, &[]).await?;
     let rows = tx
         .query(
             &sql::LEAVE_ROOMS,
@@ -278,6 +288,11 @@ pub async fn leave_rooms(
         };
         left.push((user, row.text(2)?));
     }
+    tx.execute(
+        &sql::CLEAR_LEAVING,
+        &[Param::Int(now), Param::Int(quiet_since)],
+    )
+    .await?;
     tx.execute(
         &sql::FORGET_ROOM_USERS,
         &[Param::Int(now - FORGET_ROOMS_AFTER_MS)],

@@ -170,15 +170,8 @@ pub async fn follow_all(
         return Ok(Vec::new());
     }
     let sessions = last_of_each(follows.iter().map(|f| ((f.0, f.1), f)));
-    tx.insert_rows(
-        &sql::FORGET_SESSION_ROOMS,
-        &[
-            Column::Texts(sessions.iter().map(|f| f.0.tenant.as_str()).collect()),
-            Column::Texts(sessions.iter().map(|f| f.0.user_id.as_str()).collect()),
-            Column::Texts(sessions.iter().map(|f| f.1).collect()),
-        ],
-    )
-    .await?;
+    let ids: Vec<(&UserKey, &str)> = sessions.iter().map(|f| (f.0, f.1)).collect();
+    forget_rooms(tx, &ids).await?;
     // Each (session, channel) once, and each (user, channel) once.
     let rows: Vec<(&UserKey, &str, &str)> = sessions
         .iter()
@@ -230,6 +223,19 @@ pub async fn follow_all(
             entered
         })
         .collect())
+}
+
+/// These sessions stop following their channels (they follow others now,
+/// or ended): their rooms go, each marked to be checked for a leave.
+pub async fn forget_rooms(tx: &mut dyn Tx, sessions: &[(&UserKey, &str)]) -> Result<()> {
+    let sessions = last_of_each(sessions.iter().map(|s| (*s, s)));
+    let columns = [
+        Column::Texts(sessions.iter().map(|s| s.0.tenant.as_str()).collect()),
+        Column::Texts(sessions.iter().map(|s| s.0.user_id.as_str()).collect()),
+        Column::Texts(sessions.iter().map(|s| s.1).collect()),
+    ];
+    tx.insert_rows(&sql::MARK_LEAVING, &columns).await?;
+    tx.insert_rows(&sql::FORGET_SESSION_ROOMS, &columns).await
 }
 
 /// Users' presence as of `now`; users never seen are missing.

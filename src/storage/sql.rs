@@ -337,7 +337,7 @@ pub const ANNOUNCE: Sql = Sql::each(
 pub const SWEEP_SESSIONS: Sql = Sql::both(
     "DELETE FROM presence_sessions WHERE expires_at <= $1 AND (NOT open OR NOT EXISTS \
      (SELECT 1 FROM presence_nodes n WHERE n.node_id = presence_sessions.node_id \
-     AND n.expires_at > $1)) RETURNING tenant, user_id",
+     AND n.expires_at > $1)) RETURNING tenant, user_id, session_id",
 );
 
 pub const STALE_ANNOUNCEMENTS: Sql = Sql::both(
@@ -382,8 +382,20 @@ pub const RESOURCE_USER_IDS: Sql = Sql::both(
      ORDER BY 1",
 );
 
-/// Rows of (tenant, user_id, session_id): the channels these sessions
-/// follow are replaced, so first their rows go.
+/// Rows of (tenant, user_id, session_id): these sessions stop following
+/// their channels (they follow others now, or ended), so the rooms they
+/// were in are to be checked for leaves.
+pub const MARK_LEAVING: Sql = Sql::each(
+    "UPDATE presence_room_users SET leaving = true WHERE tenant = $1 AND user_id = $2 \
+     AND present AND channel IN (SELECT channel FROM presence_rooms \
+     WHERE tenant = $1 AND user_id = $2 AND session_id = $3)",
+    "UPDATE presence_room_users u SET leaving = true FROM presence_rooms r, \
+     UNNEST($1::text[], $2::text[], $3::text[]) AS x(t, v, s) \
+     WHERE r.tenant = x.t AND r.user_id = x.v AND r.session_id = x.s \
+     AND u.tenant = r.tenant AND u.user_id = r.user_id AND u.channel = r.channel AND u.present",
+);
+
+/// Rows as above: then their rows go.
 pub const FORGET_SESSION_ROOMS: Sql = Sql::each(
     "DELETE FROM presence_rooms WHERE tenant = $1 AND user_id = $2 AND session_id = $3",
     "DELETE FROM presence_rooms r USING UNNEST($1::text[], $2::text[], $3::text[]) AS x(t, u, s) \
@@ -430,26 +442,37 @@ pub const TOUCH_ROOMS: Sql = Sql::each(
      WHERE r.tenant = x.t AND r.user_id = x.u AND r.channel = x.c",
 );
 
-/// Rows of sessions that no longer exist.
-pub const FORGET_ORPHAN_ROOMS: Sql = Sql::both(
-    "DELETE FROM presence_rooms WHERE NOT EXISTS (SELECT 1 FROM presence_sessions s \
-     WHERE s.tenant = presence_rooms.tenant AND s.user_id = presence_rooms.user_id \
-     AND s.session_id = presence_rooms.session_id)",
-);
+/// `EXISTS` a live session (at `$1`) of the room user's that follows its
+/// channel.
+macro_rules! live_follower {
+    () => {
+        "EXISTS (SELECT 1 FROM presence_rooms r JOIN presence_sessions s \
+         ON s.tenant = r.tenant AND s.user_id = r.user_id AND s.session_id = r.session_id \
+         WHERE r.tenant = presence_room_users.tenant AND r.channel = presence_room_users.channel \
+         AND r.user_id = presence_room_users.user_id \
+         AND (s.expires_at > $1 OR (s.open AND EXISTS (SELECT 1 FROM presence_nodes n \
+         WHERE n.node_id = s.node_id AND n.expires_at > $1))))"
+    };
+}
 
-/// Users who left rooms: announced present, quiet since `$2`, and no live
-/// session of theirs follows the channel any more.
-pub const LEAVE_ROOMS: Sql = Sql::both(
-    "UPDATE presence_room_users SET present = false, updated_at = $1 \
-     WHERE present AND updated_at < $2 AND NOT EXISTS (SELECT 1 FROM presence_rooms r \
-     JOIN presence_sessions s ON s.tenant = r.tenant AND s.user_id = r.user_id \
-     AND s.session_id = r.session_id \
-     WHERE r.tenant = presence_room_users.tenant AND r.channel = presence_room_users.channel \
-     AND r.user_id = presence_room_users.user_id \
-     AND (s.expires_at > $1 OR (s.open AND EXISTS (SELECT 1 FROM presence_nodes n \
-     WHERE n.node_id = s.node_id AND n.expires_at > $1)))) \
-     RETURNING tenant, user_id, channel",
-);
+/// Users who left rooms: marked leaving, announced present, quiet since
+/// `$2`, and no live session of theirs follows the channel any more.
+pub const LEAVE_ROOMS: Sql = Sql::both(concat!(
+    "UPDATE presence_room_users SET present = false, leaving = false, updated_at = $1 \
+     WHERE leaving AND updated_at < $2 AND present AND NOT ",
+    live_follower!(),
+    " RETURNING tenant, user_id, channel"
+));
+
+/// Marks checked after [`LEAVE_ROOMS`]: rooms a live session still follows
+/// (or that were left before) lose theirs. A mark set meanwhile by another
+/// node stays: its room has no follower.
+pub const CLEAR_LEAVING: Sql = Sql::both(concat!(
+    "UPDATE presence_room_users SET leaving = false \
+     WHERE leaving AND updated_at < $2 AND (NOT present OR ",
+    live_follower!(),
+    ")"
+));
 
 /// Rooms left long ago are forgotten.
 pub const FORGET_ROOM_USERS: Sql =

@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rooms",
         include_str!("../../../migrations/sqlite/0006_rooms.sql"),
     ),
+    (
+        7,
+        "room leaves",
+        include_str!("../../../migrations/sqlite/0007_room_leaves.sql"),
+    ),
 ];
 
 /// Applies the migrations `db` lacks.

@@ -166,7 +166,8 @@ pub trait PresenceStore: Send + Sync {
     /// transaction; true for each change this caller won.
     async fn announce(&self, changes: Vec<StatusChange>, now: i64) -> Result<Vec<bool>>;
 
-    /// Deletes dead sessions; returns the users that lost one.
+    /// Deletes dead sessions and the rooms they followed (to be checked by
+    /// [`Self::leave_rooms`]); returns the users that lost one.
     async fn sweep_sessions(&self, now: i64) -> Result<Vec<UserKey>>;
 
     /// Users whose announced status may be stale: announced online but idle
@@ -200,10 +201,12 @@ pub trait PresenceStore: Send + Sync {
         now: i64,
     ) -> Result<Vec<String>>;
 
-    /// Takes the users who left rooms: no live session of theirs follows
-    /// the channel any more, and none did since `quiet_since`. Returns
-    /// (user, channel) pairs whose leaving is to be announced; also forgets
-    /// the rooms of sessions gone.
+    /// Takes the users who left rooms: among the rooms a session stopped
+    /// following (its channels changed, or it was swept), those no live
+    /// session of the user follows any more, none having since
+    /// `quiet_since`. Returns (user, channel) pairs whose leaving is to be
+    /// announced. Only those rooms are looked at, not every room of every
+    /// online user.
     async fn leave_rooms(&self, now: i64, quiet_since: i64) -> Result<Vec<(UserKey, String)>>;
 
     /// Users viewing or typing on a resource, or whose live sessions follow
