@@ -386,9 +386,10 @@ pub const RESOURCE_USER_IDS: Sql = Sql::both(
 /// their channels (they follow others now, or ended), so the rooms they
 /// were in are to be checked for leaves.
 pub const MARK_LEAVING: Sql = Sql::each(
+    // Without the hint SQLite scans the tenant's rooms by their key.
     "UPDATE presence_room_users SET leaving = true WHERE tenant = $1 AND user_id = $2 \
      AND present AND channel IN (SELECT channel FROM presence_rooms \
-     WHERE tenant = $1 AND user_id = $2 AND session_id = $3)",
+     INDEXED BY presence_rooms_by_session WHERE tenant = $1 AND user_id = $2 AND session_id = $3)",
     "UPDATE presence_room_users u SET leaving = true FROM presence_rooms r, \
      UNNEST($1::text[], $2::text[], $3::text[]) AS x(t, v, s) \
      WHERE r.tenant = x.t AND r.user_id = x.v AND r.session_id = x.s \
