@@ -9,9 +9,10 @@
 //!
 //! Invariants: writes are recorded in the order they were queued (a
 //! stream's close follows its open, which is answered before the stream
-//! exists); a caller that waits is answered only once its batch's
-//! announcements are committed, with the batch's error if it failed; while
-//! anything is queued exactly one drain task runs.
+//! exists); batches announce in that order too, the next batch being
+//! recorded while one announces; a caller that waits is answered only once
+//! its batch's announcements are committed, with the batch's error if it
+//! failed; while anything is queued exactly one drain task runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,10 +24,13 @@ use super::queue::{Job, Queued};
 use crate::clock::now_ms;
 use crate::error::{Error, StorageFault};
 use crate::event::NewEvent;
-use crate::storage::presence::{SessionWrite, UserKey, UserPresence};
+use crate::storage::presence::{SessionWrite, SessionWritten, UserKey, UserPresence};
 
 /// Most writes recorded in one transaction.
 const MAX_BATCH: usize = 256;
+/// Writes queued from which the next batch is recorded while the one
+/// before announces.
+const OVERLAP_FROM: usize = MAX_BATCH / 4;
 
 /// Ends a drain: the next drain starts with the next write queued, or at
 /// once if one was queued after the last take (or the drain panicked).
@@ -77,44 +81,91 @@ impl Presence {
         }
     }
 
+    /// Takes what is queued, batch by batch, until nothing is. While many
+    /// writes are queued, a batch's announcements are appended while the
+    /// next batch is recorded; always after the batch before's, so they
+    /// keep their order.
     async fn drain(self: Arc<Self>) {
         let _draining = Draining(self.clone());
+        let mut announcing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
+            // With few writes queued, the batch before finishing first
+            // gathers a bigger batch (overlapping them pays where the two
+            // stages use different connections, and costs where one writer
+            // runs both).
+            let queued = self.sessions.lock().jobs.len();
+            if queued < OVERLAP_FROM
+                && let Some(before) = announcing.take()
+            {
+                let _ = before.await;
+            }
             let jobs: Vec<Job> = {
                 let mut queued = self.sessions.lock();
                 let n = queued.jobs.len().min(MAX_BATCH);
-                if n == 0 {
-                    return;
-                }
                 queued.jobs.drain(..n).collect()
             };
+            if jobs.is_empty() {
+                // Done once the last announcements are in (writes queued
+                // meanwhile are taken by this drain, not a new one).
+                match announcing.take() {
+                    Some(last) => {
+                        let _ = last.await;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             let (writes, replies): (Vec<SessionWrite>, Vec<_>) =
                 jobs.into_iter().map(|j| (j.write, j.reply)).unzip();
-            let outcome = self.write_batch(writes.into()).await;
-            if let Err(e) = &outcome
-                && replies.iter().any(Option::is_none)
-                && !matches!(e, Error::Storage(s) if s.fault == StorageFault::Closed)
-            {
-                // Only delays "offline" until the node's heartbeat lapses.
-                tracing::warn!(error = %e, "could not record a closed stream for presence");
-            }
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(outcome.clone());
-            }
+            let writes: Arc<[SessionWrite]> = writes.into();
+            let now = now_ms();
+            let recorded = self.record_batch(writes.clone(), now).await;
+            let (presence, before) = (self.clone(), announcing.take());
+            announcing = Some(tokio::spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                let outcome = match recorded {
+                    Ok(written) => presence.announce_batch(&writes, &written, now).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &outcome
+                    && replies.iter().any(Option::is_none)
+                    && !matches!(e, Error::Storage(s) if s.fault == StorageFault::Closed)
+                {
+                    // Only delays "offline" until the node's heartbeat lapses.
+                    tracing::warn!(error = %e, "could not record a closed stream for presence");
+                }
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(outcome.clone());
+                }
+            }));
         }
     }
 
-    /// Records one batch, then appends what it announces: each user's
-    /// status where it changed, then the rooms they entered.
-    async fn write_batch(&self, writes: Arc<[SessionWrite]>) -> Result<(), Error> {
-        let now = now_ms();
+    /// Records one batch in one transaction.
+    async fn record_batch(
+        &self,
+        writes: Arc<[SessionWrite]>,
+        now: i64,
+    ) -> Result<Vec<SessionWritten>, Error> {
         let heartbeat = writes.iter().any(|w| w.open).then(|| self.expiry(now));
-        let written = self
+        Ok(self
             .storage
-            .write_sessions(&self.node_id, heartbeat, writes.clone(), now)
-            .await?;
+            .write_sessions(&self.node_id, heartbeat, writes, now)
+            .await?)
+    }
+
+    /// Appends what a recorded batch announces: each user's status where
+    /// it changed, then the rooms they entered.
+    async fn announce_batch(
+        &self,
+        writes: &[SessionWrite],
+        written: &[SessionWritten],
+        now: i64,
+    ) -> Result<(), Error> {
         let mut users: BTreeMap<UserKey, UserPresence> = BTreeMap::new();
-        for (w, out) in writes.iter().zip(&written) {
+        for (w, out) in writes.iter().zip(written) {
             if let Some(p) = &out.presence {
                 users.entry(w.user.clone()).or_insert_with(|| p.clone());
             }
@@ -124,7 +175,7 @@ impl Presence {
             .await?
             .into_iter()
             .collect();
-        for (w, out) in writes.iter().zip(&written) {
+        for (w, out) in writes.iter().zip(written) {
             if out.entered.is_empty() {
                 continue;
             }
