@@ -7,7 +7,9 @@
 //! Invariants: the result is what running the writes one by one, in order,
 //! would leave: a key written twice keeps its last values (a statement
 //! gets each key once); a room two sessions of a user enter is entered by
-//! the first; presence is read after every write.
+//! the first; presence is read after every write. Each statement takes its
+//! rows in key order, so batches of nodes sharing users seldom deadlock
+//! (and the store runs one that did again).
 
 use std::collections::{HashMap, HashSet};
 
@@ -94,7 +96,8 @@ fn last_of_each<'a, K: Eq + std::hash::Hash, T>(
 }
 
 async fn put_sessions(tx: &mut dyn Tx, node_id: &str, writes: &[SessionWrite]) -> Result<()> {
-    let writes = last_of_each(writes.iter().map(|w| ((&w.user, &w.session_id), w)));
+    let mut writes = last_of_each(writes.iter().map(|w| ((&w.user, &w.session_id), w)));
+    writes.sort_by_key(|w| (&w.user, &w.session_id));
     let n = writes.len();
     tx.insert_rows(
         &sql::PUT_SESSIONS,
@@ -131,6 +134,7 @@ pub async fn touch_users(
         m.channels = t.channels.clone().or(m.channels.take());
         m.activity_at = t.activity_at.or(m.activity_at);
     }
+    merged.sort_by(|a, b| a.0.cmp(b.0));
     let n = merged.len();
     let tenants = || Column::Texts(merged.iter().map(|(u, _)| u.tenant.as_str()).collect());
     let users = || Column::Texts(merged.iter().map(|(u, _)| u.user_id.as_str()).collect());
@@ -179,7 +183,8 @@ pub async fn follow_all(
             channels.iter().map(move |c| (*user, *session, c.as_str()))
         })
         .collect();
-    let rows = last_of_each(rows.iter().map(|r| ((r.0, r.1, r.2), r)));
+    let mut rows = last_of_each(rows.iter().map(|r| ((r.0, r.1, r.2), r)));
+    rows.sort_by_key(|r| (&r.0.tenant, r.2, &r.0.user_id, r.1));
     tx.insert_rows(
         &sql::INSERT_ROOMS,
         &[
@@ -190,7 +195,7 @@ pub async fn follow_all(
         ],
     )
     .await?;
-    let rooms = last_of_each(rows.iter().map(|r| ((r.0, r.2), r)));
+    let rooms = last_of_each(rows.iter().map(|r| ((r.0, r.2), *r)));
     let columns = [
         Column::Texts(rooms.iter().map(|r| r.0.tenant.as_str()).collect()),
         Column::Texts(rooms.iter().map(|r| r.0.user_id.as_str()).collect()),
@@ -228,7 +233,8 @@ pub async fn follow_all(
 /// These sessions stop following their channels (they follow others now,
 /// or ended): their rooms go, each marked to be checked for a leave.
 pub async fn forget_rooms(tx: &mut dyn Tx, sessions: &[(&UserKey, &str)]) -> Result<()> {
-    let sessions = last_of_each(sessions.iter().map(|s| (*s, s)));
+    let mut sessions = last_of_each(sessions.iter().map(|s| (*s, s)));
+    sessions.sort();
     let columns = [
         Column::Texts(sessions.iter().map(|s| s.0.tenant.as_str()).collect()),
         Column::Texts(sessions.iter().map(|s| s.0.user_id.as_str()).collect()),
@@ -298,12 +304,13 @@ pub async fn announce_all(
     for (i, c) in changes.iter().enumerate() {
         first.entry(&c.user).or_insert(i);
     }
-    let once: Vec<&StatusChange> = changes
+    let mut once: Vec<&StatusChange> = changes
         .iter()
         .enumerate()
         .filter(|(i, c)| first[&c.user] == *i)
         .map(|(_, c)| c)
         .collect();
+    once.sort_by_key(|c| &c.user);
     let won: HashSet<UserKey> = if once.is_empty() {
         HashSet::new()
     } else {

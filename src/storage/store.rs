@@ -3,6 +3,7 @@
 //! copied into each piece of work, which a backend may run on a thread of
 //! its own.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +22,9 @@ use switchyard_core::storage::presence::{
     ActiveUser, PresenceStore, SessionWrite, SessionWritten, StatusChange, TypingKey, UserKey,
     UserPresence, UserTouch, Viewing,
 };
-use switchyard_core::storage::{AppendOutcome, AppendRequest, CursorExpired, Result, Storage};
+use switchyard_core::storage::{
+    AppendOutcome, AppendRequest, CursorExpired, Result, Storage, StorageFault,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +39,24 @@ pub struct Store<B> {
 impl<B: Backend> Store<B> {
     pub fn new(backend: B) -> Self {
         Self { backend }
+    }
+}
+
+/// Times a transaction that lost to a concurrent one is run in all.
+const CONFLICT_ATTEMPTS: usize = 4;
+
+/// Runs `work` again while it fails with a conflict (rolled back by a
+/// deadlock or a serialization failure), a few times.
+async fn retry_conflicts<R, F: Future<Output = Result<R>>>(work: impl Fn() -> F) -> Result<R> {
+    let mut attempt = 1;
+    loop {
+        match work().await {
+            Err(e) if e.fault == StorageFault::Conflict && attempt < CONFLICT_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "transaction conflict; running it again");
+            }
+            done => return done,
+        }
     }
 }
 
@@ -237,22 +258,27 @@ impl<B: Backend> PresenceStore for Store<B> {
         writes: Arc<[SessionWrite]>,
         now: i64,
     ) -> Result<Vec<SessionWritten>> {
-        let node_id = node_id.to_string();
-        self.backend
-            .write(Durability::Normal, move |tx| {
+        // Batches of nodes sharing users may deadlock on their rows.
+        retry_conflicts(|| {
+            let (node_id, writes) = (node_id.to_string(), writes.clone());
+            self.backend.write(Durability::Normal, move |tx| {
                 Box::pin(async move {
                     sessions::write_sessions(tx, &node_id, heartbeat, &writes, now).await
                 })
             })
-            .await
+        })
+        .await
     }
 
     async fn announce(&self, changes: Vec<StatusChange>, now: i64) -> Result<Vec<bool>> {
-        self.backend
-            .write(Durability::Normal, move |tx| {
+        let changes: Arc<[StatusChange]> = changes.into();
+        retry_conflicts(|| {
+            let changes = changes.clone();
+            self.backend.write(Durability::Normal, move |tx| {
                 Box::pin(async move { sessions::announce_all(tx, &changes, now).await })
             })
-            .await
+        })
+        .await
     }
 
     async fn follow(
@@ -751,5 +777,46 @@ impl<B: Backend> InboxStore for Store<B> {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use switchyard_core::storage::StorageError;
+
+    use super::*;
+
+    /// Runs `retry_conflicts` over work failing with `faults` in turn, then
+    /// succeeding; answers the outcome and the attempts made.
+    async fn attempts(faults: &[StorageFault]) -> (Result<()>, usize) {
+        let made = AtomicUsize::new(0);
+        let outcome = retry_conflicts(|| {
+            let n = made.fetch_add(1, Ordering::SeqCst);
+            let fault = faults.get(n).copied();
+            async move {
+                match fault {
+                    Some(f) => Err(StorageError::new(f, "refused")),
+                    None => Ok(()),
+                }
+            }
+        })
+        .await;
+        (outcome, made.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_run_again_a_few_times_and_nothing_else_is() {
+        use StorageFault::{Conflict, Unavailable};
+        let (outcome, made) = attempts(&[Conflict, Conflict]).await;
+        assert!(outcome.is_ok());
+        assert_eq!(made, 3);
+        let (outcome, made) = attempts(&[Conflict; 10]).await;
+        assert_eq!(outcome.unwrap_err().fault, Conflict);
+        assert_eq!(made, CONFLICT_ATTEMPTS);
+        let (outcome, made) = attempts(&[Unavailable, Conflict]).await;
+        assert_eq!(outcome.unwrap_err().fault, Unavailable);
+        assert_eq!(made, 1);
     }
 }

@@ -159,6 +159,10 @@ pub enum StorageFault {
     Unavailable,
     /// The storage was closed (the server is shutting down).
     Closed,
+    /// The transaction lost to a concurrent one (a deadlock, a
+    /// serialization failure) and was rolled back: running it again is
+    /// expected to succeed; if it cannot be retried, retry later (503).
+    Conflict,
     /// A constraint refused the write (a unique key, a check).
     Constraint,
     /// Anything else: a bug or a corrupt database (500).
@@ -185,7 +189,10 @@ impl StorageError {
     /// True when the database could not be reached or is shutting down,
     /// as opposed to a query that failed on a healthy database.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self.fault, StorageFault::Unavailable | StorageFault::Closed)
+        matches!(
+            self.fault,
+            StorageFault::Unavailable | StorageFault::Closed | StorageFault::Conflict
+        )
     }
 }
 

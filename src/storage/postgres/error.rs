@@ -7,10 +7,12 @@ use switchyard_core::storage::{StorageError, StorageFault};
 pub fn fault(sqlstate: &str) -> StorageFault {
     match sqlstate.get(..2).unwrap_or_default() {
         // Connection exception, invalid authorization, a database that is
-        // gone, transaction rollback (serialization failure, deadlock),
-        // insufficient resources, operator intervention (shutdown, query
-        // cancelled), system error: transient, retry later.
-        "08" | "28" | "3D" | "40" | "53" | "57" | "58" => StorageFault::Unavailable,
+        // gone, insufficient resources, operator intervention (shutdown,
+        // query cancelled), system error: transient, retry later.
+        "08" | "28" | "3D" | "53" | "57" | "58" => StorageFault::Unavailable,
+        // Transaction rollback (serialization failure, deadlock): the
+        // transaction may be run again at once.
+        "40" => StorageFault::Conflict,
         // Integrity constraint violation.
         "23" => StorageFault::Constraint,
         _ => StorageFault::Other,
@@ -41,8 +43,8 @@ mod tests {
         assert_eq!(fault("08006"), StorageFault::Unavailable); // connection failure
         assert_eq!(fault("57P01"), StorageFault::Unavailable); // admin shutdown
         assert_eq!(fault("53300"), StorageFault::Unavailable); // too many connections
-        assert_eq!(fault("40001"), StorageFault::Unavailable); // serialization failure
-        assert_eq!(fault("40P01"), StorageFault::Unavailable); // deadlock
+        assert_eq!(fault("40001"), StorageFault::Conflict); // serialization failure
+        assert_eq!(fault("40P01"), StorageFault::Conflict); // deadlock
         assert_eq!(fault("3D000"), StorageFault::Unavailable); // no such database
         assert_eq!(fault("23505"), StorageFault::Constraint); // unique violation
         assert_eq!(fault("22021"), StorageFault::Other); // bad encoding (NUL in text)
